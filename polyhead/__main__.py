@@ -1,0 +1,5 @@
+import sys
+
+from polyhead.cli.main import main
+
+sys.exit(main())

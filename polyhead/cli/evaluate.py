@@ -1,0 +1,39 @@
+"""polyhead evaluate RUN_DIR --table TABLE"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("evaluate", help="score a trained model on a labelled table",
+                       description="Per-task metrics of a run's model on a labelled table; rows missing a "
+                                   "task's label are not scored for that task.")
+    p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
+    p.add_argument("--table", required=True, help="labelled CSV / Parquet / JSONL table or image folder")
+    p.add_argument("--out", help="metrics JSON to write (default: RUN_DIR/evaluations/<table>.json)")
+    p.add_argument("--image-column", help="image column (default: the run's data.image_column)")
+    p.add_argument("--root", help="folder image paths are relative to (default: the table's folder)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    import json
+    from pathlib import Path
+
+    from rich.console import Console
+
+    from polyhead.api import Predictor
+    from polyhead.engine.summary import metrics_table
+
+    predictor = Predictor.load(args.run_dir, args.device)
+    metrics = predictor.evaluate(args.table, image_column=args.image_column, root=args.root,
+                                 batch_size=args.batch_size, num_workers=args.num_workers)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluations" / f"{Path(args.table).stem}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"table": str(Path(args.table).resolve()), "metrics": metrics}, indent=2))
+    console = Console()
+    console.print(metrics_table(metrics, predictor.tasks, f"metrics on {args.table}"))
+    console.print(f"written: {out}")
+    return 0

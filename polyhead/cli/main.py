@@ -1,0 +1,55 @@
+"""`polyhead <verb> ...`: one module per verb, each with `add_parser` and `run`.
+
+A `PolyheadError` (a user's mistake) prints one line and exits with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from polyhead import __version__
+
+VERBS = ("train", "evaluate", "predict", "prepare")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import importlib
+
+    parser = argparse.ArgumentParser(prog="polyhead", description="Multi-task image classification: "
+                                     "one shared backbone, many task heads.")
+    parser.add_argument("--version", action="version", version=f"polyhead {__version__}")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    sub.required = True
+    for verb in VERBS:
+        importlib.import_module(f"polyhead.cli.{verb}").add_parser(sub)
+    return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the original message
+        text = text.strip().splitlines()[-1].split(": ", 1)[-1]
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("PYTHONWARNINGS", "ignore::UserWarning:lightning")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from polyhead.errors import PolyheadError
+
+    try:
+        return int(args.func(args) or 0)
+    except PolyheadError as exc:
+        print(f"polyhead {args.verb}: error: {_one_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"polyhead {args.verb}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""polyhead predict RUN_DIR --images DIR|--table TABLE --out predictions.parquet"""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("predict", help="predict every task for a folder of images or a table",
+                       description="Writes one row per image: per multiclass task the label, its probability and "
+                                   "the top-k; per binary task probability and label; per multilabel task the "
+                                   "labels over threshold and every label's probability. Streams in batches.")
+    p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="folder of images (searched recursively)")
+    src.add_argument("--table", help="table with an image column")
+    p.add_argument("--out", required=True, help="output .parquet or .csv")
+    p.add_argument("--image-column", help="image column of --table (default: the run's data.image_column)")
+    p.add_argument("--root", help="folder the table's image paths are relative to")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--num-workers", type=int, default=2)
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from polyhead.api import Predictor
+
+    predictor = Predictor.load(args.run_dir, args.device)
+    n = predictor.predict_to_file(args.images or args.table, args.out, image_column=args.image_column,
+                                  root=args.root, batch_size=args.batch_size, num_workers=args.num_workers)
+    print(f"wrote {n} predictions to {args.out}")
+    return 0

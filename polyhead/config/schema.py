@@ -1,0 +1,151 @@
+"""The typed config schema. Every key a user may write is a field here.
+
+OmegaConf turns these dataclasses into a structured config, so an unknown key
+or a value of the wrong type is refused at load time. Field comments are the
+documentation shown by `polyhead config --help-keys` and in docs/config.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+TASK_TYPES = ("multiclass", "binary", "multilabel")
+
+
+@dataclass
+class TaskConfig:
+    type: str = MISSING  # multiclass | binary | multilabel
+    column: Optional[str] = None  # label column in the table; defaults to the task name
+    classes: Optional[List[str]] = None  # class list; inferred from the training table when absent
+    # multiclass
+    class_weights: Optional[List[float]] = None  # one weight per class for the cross-entropy
+    label_smoothing: float = 0.0
+    top_k: int = 3  # how many ranked labels `predict` writes and top-k accuracy uses
+    # binary
+    positive: Optional[str] = None  # the label that counts as positive (default: 1/true/yes or the 2nd class)
+    pos_weight: Optional[float] = None  # BCE weight of positive examples (binary and multilabel)
+    threshold: float = 0.5  # decision threshold (binary; default for every multilabel label)
+    # multilabel
+    thresholds: Optional[Dict[str, float]] = None  # per-label thresholds, overriding `threshold`
+    delimiter: str = "|"  # separator in string cells such as "red|blue"
+    # weighting
+    weight: float = 1.0  # loss weight used by the `static` weighting method
+
+
+@dataclass
+class AugmentConfig:
+    hflip: bool = False  # random horizontal flip
+    crop_padding: int = 0  # pad then random-crop back to size (pixels); 0 = off
+    random_resized_crop: bool = False  # random scale/aspect crop (ImageNet style)
+    rotation: float = 0.0  # max random rotation in degrees
+    color_jitter: float = 0.0  # brightness/contrast/saturation strength; 0 = off
+
+
+@dataclass
+class DataConfig:
+    train_table: str = MISSING  # CSV/Parquet/JSONL table, or an image folder tree root/<class>/*.jpg
+    val_table: Optional[str] = None  # separate validation table (else split from train)
+    test_table: Optional[str] = None  # separate test table
+    root: Optional[str] = None  # image paths are relative to this folder (default: each table's folder)
+    image_column: str = "image"
+    split_column: Optional[str] = None  # column with train/val/test per row
+    val_fraction: float = 0.1  # seeded random split when no split column / val table
+    test_fraction: float = 0.0
+    stratify: Optional[str] = None  # task name to stratify the random split on
+    folder_task: str = "label"  # task name for an image-folder tree
+    image_size: List[int] = field(default_factory=lambda: [224, 224])  # [H, W] (or [S])
+    channels: int = 3  # 1 (grayscale) or 3 (RGB)
+    mean: Optional[List[float]] = None  # normalisation; default: the backbone's own
+    std: Optional[List[float]] = None
+    batch_size: int = 64
+    eval_batch_size: Optional[int] = None  # default: 2 x batch_size
+    num_workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class SmallCNNConfig:
+    blocks: int = 3
+    channels: List[int] = field(default_factory=lambda: [32, 64, 128])
+    convs_per_block: int = 1
+    batch_norm: bool = True
+    pooling: str = "max"  # max | avg
+    dropout: float = 0.0
+
+
+@dataclass
+class HeadConfig:
+    hidden: List[int] = field(default_factory=list)  # [] = linear head; [256] = one hidden layer
+    dropout: float = 0.0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "small_cnn"  # small_cnn or any timm model name
+    pretrained: bool = False  # ImageNet weights (offline package or timm hub)
+    weights: Optional[str] = None  # local state dict / safetensors for the backbone
+    weights_key_map: str = "auto"  # auto | none | ordered
+    drop_rate: float = 0.0  # timm backbone dropout
+    small_cnn: SmallCNNConfig = field(default_factory=SmallCNNConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # sgd only
+    nesterov: bool = False  # sgd only
+    backbone_lr: Optional[float] = None  # separate learning rate for the backbone (fine-tuning)
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"  # cosine | plateau | none
+    warmup_epochs: int = 0  # linear warm-up (cosine)
+    min_lr: float = 0.0
+    patience: int = 2  # plateau
+    factor: float = 0.5  # plateau
+
+
+@dataclass
+class EarlyStoppingConfig:
+    enabled: bool = False
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+@dataclass
+class TrainingConfig:
+    epochs: int = 10
+    seed: int = 42
+    weighting: str = "equal"  # loss-combination method, see `polyhead methods`
+    weighting_args: Dict[str, Any] = field(default_factory=dict)
+    monitor: str = "val/loss"  # metric for best checkpoint and early stopping
+    monitor_mode: str = "auto"  # min | max | auto (min for losses, max otherwise)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    freeze_backbone_epochs: int = 0  # train heads only for N epochs, then unfreeze
+    gradient_clip: Optional[float] = None
+    precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: Any = "auto"
+    deterministic: bool = False
+    limit_train_batches: Optional[float] = None  # for smoke runs: a fraction or a count
+    limit_val_batches: Optional[float] = None
+    progress_bar: bool = True
+
+
+@dataclass
+class Config:
+    tasks: Dict[str, TaskConfig] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    output_dir: str = "runs"  # run folders are created under this
+    run_name: Optional[str] = None  # default: <config name>-<timestamp>

@@ -1,0 +1,158 @@
+"""Checks on values that a type alone cannot express (ranges, names, cross-references).
+
+Each failure is one `ConfigError` line: the key, the bad value, what is accepted.
+"""
+
+from __future__ import annotations
+
+import difflib
+
+from polyhead.config.schema import TASK_TYPES, Config
+from polyhead.errors import ConfigError
+
+
+def _fail(key: str, value, accepted: str) -> None:
+    raise ConfigError(f"bad value for config key '{key}': {value!r}; expected {accepted}")
+
+
+def _one_of(key: str, value, options) -> None:
+    if value not in options:
+        close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise ConfigError(f"bad value for config key '{key}': {value!r}; expected one of {', '.join(map(str, options))}{hint}")
+
+
+def _positive(key: str, value, allow_zero: bool = False) -> None:
+    if value is None:
+        return
+    if value < 0 or (value == 0 and not allow_zero):
+        _fail(key, value, "a number >= 0" if allow_zero else "a number > 0")
+
+
+def validate_tasks(cfg: Config) -> None:
+    if not cfg.tasks:
+        raise ConfigError("no tasks defined: add a 'tasks:' mapping, e.g. tasks: {category: {type: multiclass}}")
+    for name, task in cfg.tasks.items():
+        prefix = f"tasks.{name}"
+        _one_of(f"{prefix}.type", task.type, TASK_TYPES)
+        if task.classes is not None:
+            if len(task.classes) == 0:
+                _fail(f"{prefix}.classes", task.classes, "a non-empty list")
+            if len(set(map(str, task.classes))) != len(task.classes):
+                _fail(f"{prefix}.classes", task.classes, "a list without duplicates")
+            if task.type == "binary" and len(task.classes) != 2:
+                _fail(f"{prefix}.classes", task.classes, "exactly two classes [negative, positive] for a binary task")
+        if task.class_weights is not None:
+            if task.type != "multiclass":
+                raise ConfigError(f"config key '{prefix}.class_weights' only applies to multiclass tasks (this one is {task.type})")
+            if any(w < 0 for w in task.class_weights):
+                _fail(f"{prefix}.class_weights", task.class_weights, "non-negative weights")
+            if task.classes is not None and len(task.class_weights) != len(task.classes):
+                _fail(f"{prefix}.class_weights", task.class_weights, f"{len(task.classes)} weights, one per class")
+        if not 0.0 <= task.label_smoothing < 1.0:
+            _fail(f"{prefix}.label_smoothing", task.label_smoothing, "a number in [0, 1)")
+        if task.top_k < 1:
+            _fail(f"{prefix}.top_k", task.top_k, "an integer >= 1")
+        if not 0.0 < task.threshold < 1.0:
+            _fail(f"{prefix}.threshold", task.threshold, "a number in (0, 1)")
+        for label, thr in (task.thresholds or {}).items():
+            if task.type != "multilabel":
+                raise ConfigError(f"config key '{prefix}.thresholds' only applies to multilabel tasks (this one is {task.type})")
+            if not 0.0 < thr < 1.0:
+                _fail(f"{prefix}.thresholds.{label}", thr, "a number in (0, 1)")
+        _positive(f"{prefix}.pos_weight", task.pos_weight)
+        _positive(f"{prefix}.weight", task.weight, allow_zero=True)
+        if task.type == "multilabel" and not task.delimiter:
+            _fail(f"{prefix}.delimiter", task.delimiter, "a non-empty separator such as '|'")
+
+
+def validate_data(cfg: Config) -> None:
+    d = cfg.data
+    if len(d.image_size) not in (1, 2) or any(s <= 0 for s in d.image_size):
+        _fail("data.image_size", d.image_size, "[size] or [height, width] with positive integers")
+    _one_of("data.channels", d.channels, (1, 3))
+    if d.batch_size <= 0:
+        _fail("data.batch_size", d.batch_size, "an integer > 0")
+    if d.eval_batch_size is not None and d.eval_batch_size <= 0:
+        _fail("data.eval_batch_size", d.eval_batch_size, "an integer > 0")
+    if d.num_workers < 0:
+        _fail("data.num_workers", d.num_workers, "an integer >= 0")
+    for key in ("val_fraction", "test_fraction"):
+        value = getattr(d, key)
+        if not 0.0 <= value < 1.0:
+            _fail(f"data.{key}", value, "a fraction in [0, 1)")
+    if d.val_fraction + d.test_fraction >= 1.0:
+        _fail("data.val_fraction", d.val_fraction, "val_fraction + test_fraction < 1")
+    if d.stratify is not None and d.stratify not in cfg.tasks:
+        _one_of("data.stratify", d.stratify, list(cfg.tasks))
+    for key in ("mean", "std"):
+        value = getattr(d, key)
+        if value is not None and len(value) != d.channels:
+            _fail(f"data.{key}", value, f"{d.channels} numbers (one per channel, data.channels={d.channels})")
+    if d.std is not None and any(s <= 0 for s in d.std):
+        _fail("data.std", d.std, "positive numbers")
+    a = d.augment
+    _positive("data.augment.crop_padding", a.crop_padding, allow_zero=True)
+    _positive("data.augment.rotation", a.rotation, allow_zero=True)
+    _positive("data.augment.color_jitter", a.color_jitter, allow_zero=True)
+
+
+def validate_model(cfg: Config) -> None:
+    from polyhead.model.backbones import BACKBONES
+
+    m = cfg.model
+    if m.backbone not in BACKBONES:
+        import timm
+
+        if not timm.is_model(m.backbone):
+            close = difflib.get_close_matches(m.backbone, list(BACKBONES) + timm.list_models(), n=3)
+            hint = f" Did you mean: {', '.join(close)}?" if close else ""
+            raise ConfigError(
+                f"unknown backbone 'model.backbone={m.backbone}': not a built-in ({', '.join(BACKBONES)}) "
+                f"nor a timm model.{hint} `python -c \"import timm; print(timm.list_models())\"` lists them all."
+            )
+    _one_of("model.weights_key_map", m.weights_key_map, ("auto", "none", "ordered"))
+    if not 0.0 <= m.drop_rate < 1.0:
+        _fail("model.drop_rate", m.drop_rate, "a number in [0, 1)")
+    if not 0.0 <= m.head.dropout < 1.0:
+        _fail("model.head.dropout", m.head.dropout, "a number in [0, 1)")
+    if any(h <= 0 for h in m.head.hidden):
+        _fail("model.head.hidden", m.head.hidden, "positive layer widths, or [] for a linear head")
+
+
+def validate_training(cfg: Config) -> None:
+    from polyhead.weighting import WEIGHTINGS
+
+    o, s, t = cfg.optimizer, cfg.scheduler, cfg.training
+    _one_of("optimizer.name", o.name, ("adamw", "sgd"))
+    _positive("optimizer.lr", o.lr)
+    _positive("optimizer.backbone_lr", o.backbone_lr, allow_zero=True)
+    _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    _one_of("scheduler.name", s.name, ("cosine", "plateau", "none"))
+    _positive("scheduler.warmup_epochs", s.warmup_epochs, allow_zero=True)
+    if not 0.0 < s.factor < 1.0:
+        _fail("scheduler.factor", s.factor, "a number in (0, 1)")
+    if t.epochs <= 0:
+        _fail("training.epochs", t.epochs, "an integer > 0")
+    _one_of("training.weighting", t.weighting, sorted(WEIGHTINGS))
+    _one_of("training.monitor_mode", t.monitor_mode, ("auto", "min", "max"))
+    _one_of("training.precision", str(t.precision), ("auto", "32", "16-mixed", "bf16-mixed"))
+    _one_of("training.accelerator", t.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
+    _positive("training.freeze_backbone_epochs", t.freeze_backbone_epochs, allow_zero=True)
+    _positive("training.gradient_clip", t.gradient_clip)
+    _positive("training.early_stopping.patience", t.early_stopping.patience)
+    _positive("training.limit_train_batches", t.limit_train_batches)
+    _positive("training.limit_val_batches", t.limit_val_batches)
+    monitors_ok = t.monitor.startswith(("val/", "train/"))
+    if not monitors_ok:
+        _fail("training.monitor", t.monitor, "a logged metric such as 'val/loss' or 'val/<task>/accuracy'")
+
+
+def validate(cfg: Config) -> None:
+    validate_tasks(cfg)
+    validate_data(cfg)
+    validate_model(cfg)
+    validate_training(cfg)
+    from polyhead.weighting import WEIGHTINGS
+
+    WEIGHTINGS[cfg.training.weighting].check_args(cfg.training.weighting_args, list(cfg.tasks))

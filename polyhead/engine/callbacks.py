@@ -1,0 +1,45 @@
+"""Training callbacks that are polyhead's own (Lightning provides checkpoints and early stopping)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import lightning as L
+
+
+class EpochHistory(L.Callback):
+    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        for key, value in sorted(trainer.callback_metrics.items()):
+            try:
+                row[key] = float(value)
+            except (TypeError, ValueError):
+                continue
+        self.rows.append(row)
+        self._write()
+
+    def _write(self) -> None:
+        columns: list[str] = []
+        for row in self.rows:
+            columns += [k for k in row if k not in columns]
+        tmp = self.path.with_suffix(".csv.tmp")
+        with open(tmp, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(self.path)
+
+    def state_dict(self) -> dict:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.rows = list(state_dict.get("rows", []))

@@ -1,0 +1,188 @@
+"""`fit`: config -> trained run folder. The one place a Config becomes objects.
+
+Run folder:
+    config.yaml      resolved config (inferred class lists written in), rebuilds the run
+    data.json        rows and labelled rows per split and task
+    history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
+    checkpoints/     best.ckpt, last.ckpt (Lightning)
+    model/           the bundle (see polyhead.model.bundle)
+    metrics.json     final validation and test metrics per task
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import lightning as L
+import torch
+from rich.console import Console
+
+from polyhead.config.loading import to_yaml
+from polyhead.config.schema import Config
+from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
+from polyhead.engine.callbacks import EpochHistory
+from polyhead.engine.evaluation import evaluate_model
+from polyhead.engine.module import MultiTaskModule
+from polyhead.engine.summary import metrics_table
+from polyhead.errors import PolyheadError
+from polyhead.model.backbones import build_backbone, default_normalization
+from polyhead.model.bundle import BackboneSpec, Preprocessing, save_bundle
+from polyhead.model.multitask import MultiTaskModel
+from polyhead.tasks import Task, build_tasks
+from polyhead.weighting import build_weighting
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    metrics: dict  # {"val": {task: {...}}, "test": {...}}
+    tasks: dict[str, Task]
+    model: MultiTaskModel
+    seconds: float
+
+
+def make_run_dir(cfg: Config, name_hint: str = "run") -> Path:
+    base = Path(cfg.output_dir).expanduser()
+    name = cfg.run_name or f"{name_hint}-{datetime.now():%Y%m%d-%H%M%S}"
+    run_dir, i = base / name, 1
+    while run_dir.exists() and any(run_dir.iterdir()):
+        i += 1
+        run_dir = base / f"{name}-{i}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise PolyheadError(f"cannot write the run folder '{run_dir}' (output_dir={cfg.output_dir!r}): "
+                            f"{exc.strerror or exc}") from None
+    return run_dir
+
+
+def resolve_precision(setting: str, accelerator: str) -> str:
+    if setting != "auto":
+        return "32-true" if setting == "32" else setting
+    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def build_model_from_config(cfg: Config, tasks: dict[str, Task]) -> tuple[MultiTaskModel, BackboneSpec, Preprocessing]:
+    m, d = cfg.model, cfg.data
+    small_cnn = dict(vars(m.small_cnn)) if m.backbone == "small_cnn" else None
+    spec = BackboneSpec(name=m.backbone, in_chans=d.channels, small_cnn=small_cnn, drop_rate=m.drop_rate)
+    backbone = build_backbone(m.backbone, in_chans=d.channels, pretrained=m.pretrained, weights=m.weights,
+                              weights_key_map=m.weights_key_map, small_cnn=small_cnn, drop_rate=m.drop_rate)
+    mean, std = default_normalization(backbone)
+    prep = Preprocessing(image_size(d), d.channels, list(d.mean or mean), list(d.std or std))
+    outputs = {name: t.num_outputs for name, t in tasks.items()}
+    model = MultiTaskModel(backbone, outputs, mean=prep.mean, std=prep.std, head_hidden=m.head.hidden,
+                           head_dropout=m.head.dropout)
+    return model, spec, prep
+
+
+def _monitor(cfg: Config, has_val: bool, console: Console) -> tuple[str, str]:
+    monitor = cfg.training.monitor
+    if monitor.startswith("val/") and not has_val:
+        console.print(f"[yellow]no validation split: monitoring 'train/loss' instead of '{monitor}'[/]")
+        monitor = "train/loss"
+    mode = cfg.training.monitor_mode
+    if mode == "auto":
+        mode = "min" if monitor.endswith("loss") else "max"
+    return monitor, mode
+
+
+def _weighting_args(cfg: Config) -> dict:
+    args = dict(cfg.training.weighting_args)
+    if cfg.training.weighting == "static" and "weights" not in args:
+        args["weights"] = {name: t.weight for name, t in cfg.tasks.items()}
+    return args
+
+
+def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") -> RunResult:
+    """Train, save the bundle, evaluate on val and test. Returns the run's folder and metrics."""
+    console = console or Console()
+    started = time.perf_counter()
+    L.seed_everything(cfg.training.seed, workers=True, verbose=False)
+    tasks = build_tasks(cfg.tasks)
+    splits = build_splits(cfg, tasks, console)
+    for name, task in tasks.items():  # write inferred classes into the saved config
+        cfg.tasks[name].classes = list(task.classes)
+    model, spec, prep = build_model_from_config(cfg, tasks)
+    weighting = build_weighting(cfg.training.weighting, list(tasks), _weighting_args(cfg))
+    run_dir = make_run_dir(cfg, name_hint)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
+    _print_data_summary(console, splits, run_dir)
+
+    module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
+                             freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
+                             gradient_clip=cfg.training.gradient_clip)
+    has_val = splits.val is not None and len(splits.val) > 0
+    trainer = _trainer(cfg, run_dir, has_val, console)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*does not have many workers.*")
+        warnings.filterwarnings("ignore", ".*The number of training batches.*")
+        trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None)
+    _restore_best(module, run_dir, console)
+    save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
+                head_dropout=cfg.model.head.dropout)
+
+    device = module.device if module.device.type != "meta" else torch.device("cpu")
+    metrics = {}
+    for split_name in ("val", "test"):
+        split = getattr(splits, split_name)
+        if split is not None and len(split):
+            metrics[split_name] = evaluate_model(model, tasks, eval_loader(split, cfg), device=device,
+                                                 description=f"evaluating {split_name}",
+                                                 show_progress=cfg.training.progress_bar)
+            console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))
+    seconds = time.perf_counter() - started
+    summary = {**metrics, "training_seconds": seconds, "epochs_run": trainer.current_epoch}
+    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    console.print(f"run folder: [bold]{run_dir}[/] ({seconds:.0f} s)")
+    return RunResult(run_dir, metrics, tasks, model, seconds)
+
+
+def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console) -> L.Trainer:
+    t = cfg.training
+    monitor, mode = _monitor(cfg, has_val, console)
+    callbacks: list[L.Callback] = [
+        L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
+                                            mode=mode, save_last=True, save_top_k=1, enable_version_counter=False),
+        EpochHistory(run_dir / "history.csv"),
+    ]
+    if t.early_stopping.enabled:
+        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping.patience,
+                                                           min_delta=t.early_stopping.min_delta))
+    if t.progress_bar:
+        callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+    limits = {}
+    if t.limit_train_batches is not None:
+        limits["limit_train_batches"] = int(t.limit_train_batches) if t.limit_train_batches >= 1 else t.limit_train_batches
+    if t.limit_val_batches is not None:
+        limits["limit_val_batches"] = int(t.limit_val_batches) if t.limit_val_batches >= 1 else t.limit_val_batches
+    return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+                     precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
+                     default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,
+                     enable_progress_bar=t.progress_bar, enable_model_summary=False, log_every_n_steps=10, **limits)
+
+
+def _restore_best(module: MultiTaskModule, run_dir: Path, console: Console) -> None:
+    best = run_dir / "checkpoints" / "best.ckpt"
+    if not best.exists():
+        return
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    module.load_state_dict(state["state_dict"])
+    console.print(f"restored the best checkpoint (epoch {state.get('epoch', '?')})")
+
+
+def _print_data_summary(console: Console, splits: DataSplits, run_dir: Path) -> None:
+    for name, info in splits.summary().items():
+        labelled = ", ".join(f"{t} {n}" for t, n in info["labelled"].items())
+        console.print(f"{name}: {info['rows']} rows (labelled per task: {labelled})")

@@ -1,0 +1,164 @@
+"""The Lightning training module.
+
+The step uses manual optimisation so that the weighting method decides how
+per-task losses become gradients:
+
+    features = model.forward_features(images)        [B, F]  (one pass through the backbone)
+    logits   = model.forward_heads(features)         {task: [B, K]}
+    losses   = {task: Task.loss(logits, targets, mask)}   (tasks with no labelled row are absent)
+    weighting.backward(losses, StepContext(features, shared params, backward))
+    optimizer.step(); lr scheduler step
+
+A loss-based method backpropagates a weighted sum; a gradient-based method may
+take d loss_t / d features or d loss_t / d shared parameters first.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+
+import lightning as L
+import torch
+
+from polyhead.config.schema import OptimizerConfig, SchedulerConfig
+from polyhead.engine.evaluation import OutputCollector
+from polyhead.model.multitask import MultiTaskModel
+from polyhead.tasks import Task
+from polyhead.weighting import StepContext, WeightingMethod
+
+SCALAR_TYPES = (int, float)
+
+
+def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
+    """{task: mean loss over the batch's labelled rows}; a task without labelled rows is left out."""
+    out = {}
+    for name, task in tasks.items():
+        loss = task.loss(logits[name], batch["targets"][name], batch["mask"][name])
+        if loss is not None:
+            out[name] = loss
+    return out
+
+
+class MultiTaskModule(L.LightningModule):
+    def __init__(self, model: MultiTaskModel, tasks: dict[str, Task], weighting: WeightingMethod, *,
+                 optimizer: OptimizerConfig, scheduler: SchedulerConfig, freeze_backbone_epochs: int = 0,
+                 gradient_clip: float | None = None):
+        super().__init__()
+        self.automatic_optimization = False
+        self.model, self.tasks, self.weighting = model, tasks, weighting
+        self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
+        self.freeze_backbone_epochs, self.gradient_clip = freeze_backbone_epochs, gradient_clip
+        self._val = OutputCollector(tasks)
+        self._val_loss: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+
+    def forward(self, x):
+        return self.model(x)
+
+    # ---- optimisation --------------------------------------------------------------
+    def configure_optimizers(self):
+        o = self.optimizer_cfg
+        backbone = list(self.model.backbone.parameters())
+        backbone_ids = {id(p) for p in backbone}
+        rest = [p for p in self.parameters() if id(p) not in backbone_ids]
+        groups = [{"params": backbone, "lr": o.backbone_lr if o.backbone_lr is not None else o.lr, "name": "backbone"},
+                  {"params": rest, "lr": o.lr, "name": "heads"}]
+        if o.name == "sgd":
+            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
+        else:
+            opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+        s = self.scheduler_cfg
+        if s.name == "plateau":
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience,
+                                                               min_lr=s.min_lr)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        if s.name == "cosine":
+            total = max(1, int(self.trainer.estimated_stepping_batches))
+            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+            warmup = s.warmup_epochs * steps_per_epoch
+            base = [g["lr"] for g in groups]
+            floor = [s.min_lr / b if b > 0 else 0.0 for b in base]
+
+            def factor(step: int, i: int) -> float:
+                if step < warmup:
+                    return (step + 1) / warmup
+                progress = min(1.0, (step - warmup) / max(1, total - warmup))
+                return floor[i] + (1 - floor[i]) * 0.5 * (1 + math.cos(math.pi * progress))
+
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda st, i=i: factor(st, i) for i in range(len(groups))])
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return opt
+
+    def on_train_epoch_start(self):
+        frozen = self.current_epoch < self.freeze_backbone_epochs
+        self.model.set_backbone_trainable(not frozen)
+        if frozen:
+            self.model.backbone.eval()  # frozen BatchNorm keeps its pretrained statistics
+
+    def training_step(self, batch, batch_idx):
+        opt = self.optimizers()
+        features = self.model.forward_features(batch["image"])
+        logits = self.model.forward_heads(features)
+        losses = task_losses(self.tasks, logits, batch)
+        if not losses:
+            return None
+        opt.zero_grad(set_to_none=True)
+        ctx = StepContext(backward=self.manual_backward, features=features,
+                          shared_parameters=self.model.shared_parameters(),
+                          epoch=self.current_epoch, step=self.global_step)
+        total = self.weighting.backward(losses, ctx)
+        if self.gradient_clip:
+            self.clip_gradients(opt, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        sched = self.lr_schedulers()
+        if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            sched.step()
+        bs = batch["image"].shape[0]
+        if batch_idx == 0:  # once per epoch: learning rates and task weights (callbacks read them at epoch end)
+            for g in opt.param_groups:
+                self.log(f"lr/{g.get('name', 'group')}", float(g["lr"]), on_step=False, on_epoch=True, batch_size=1)
+            for t, w in self.weighting.task_weights().items():
+                self.log(f"weights/{t}", float(w), on_step=False, on_epoch=True, batch_size=1)
+        self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+        for name, loss in losses.items():
+            n = int(batch["mask"][name].sum())
+            self.log(f"train/{name}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        return total.detach()
+
+    def on_train_epoch_end(self):
+        metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
+        task_means = {t: metrics[f"train/{t}/loss"] for t in self.tasks if f"train/{t}/loss" in metrics}
+        self.weighting.on_epoch_end(task_means)
+        sched = self.lr_schedulers()
+        if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            key = "val/loss" if "val/loss" in metrics else "train/loss"
+            if key in metrics:
+                sched.step(metrics[key])
+
+    # ---- validation ----------------------------------------------------------------
+    def validation_step(self, batch, batch_idx):
+        logits = self.model(batch["image"])
+        for name, task in self.tasks.items():
+            mask = batch["mask"][name]
+            loss = task.loss(logits[name], batch["targets"][name], mask)
+            if loss is not None:
+                acc = self._val_loss[name]
+                n = int(mask.sum())
+                acc[0] += float(loss) * n
+                acc[1] += n
+        self._val.update(logits, batch)
+
+    def on_validation_epoch_end(self):
+        total = 0.0
+        for name, (s, n) in self._val_loss.items():
+            if n:
+                self.log(f"val/{name}/loss", s / n)
+                total += s / n
+        if self._val_loss:
+            self.log("val/loss", total, prog_bar=True)
+        for name, metrics in self._val.compute().items():
+            for key, value in metrics.items():
+                if isinstance(value, SCALAR_TYPES) and key != "n" and not isinstance(value, bool):
+                    self.log(f"val/{name}/{key}", float(value), prog_bar=(key == self.tasks[name].main_metric))
+        self._val.reset()
+        self._val_loss.clear()

@@ -1,0 +1,60 @@
+"""MultiTaskModel: one backbone, one head per task.
+
+    image uint8 [B, C, H, W] (or float already in [0, 1])
+      -> normalise with the model's own mean/std buffers
+      -> backbone.forward_features -> features [B, F]
+      -> heads[task] -> logits [B, K_task]
+
+The model normalises its own input so that training, `predict`, the bundle and
+an exported graph all take raw pixels the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from polyhead.model.heads import build_head
+
+
+class MultiTaskModel(nn.Module):
+    def __init__(self, backbone: nn.Module, task_outputs: dict[str, int], *, mean: Sequence[float],
+                 std: Sequence[float], head_hidden: Sequence[int] = (), head_dropout: float = 0.0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_features = int(backbone.num_features)  # heads are sized from the backbone, not from config
+        self.heads = nn.ModuleDict({
+            name: build_head(self.num_features, k, hidden=list(head_hidden), dropout=head_dropout)
+            for name, k in task_outputs.items()
+        })
+        self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, C, H, W] in 0..255 (or float in 0..1) -> normalised float."""
+        if x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
+        return (x - self.input_mean) / self.input_std
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Shared representation [B, F]."""
+        return self.backbone.forward_features(self.normalize(x))
+
+    def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
+        """features [B, F] -> {task: logits [B, K]}. Gradient-based weighting methods call this
+        on a detached copy of the features to get per-task gradients of the shared representation."""
+        return {name: head(features) for name, head in self.heads.items()}
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.forward_heads(self.forward_features(x))
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.backbone.parameters() if p.requires_grad]
+
+    def set_backbone_trainable(self, trainable: bool) -> None:
+        """Freeze or unfreeze the backbone. Frozen BatchNorm layers also stop updating statistics."""
+        for p in self.backbone.parameters():
+            p.requires_grad_(trainable)
+        self.backbone.train(trainable and self.training)

@@ -1,0 +1,402 @@
+"""Task types. Each class owns everything type-specific about one output:
+label encoding, loss, output activation, decoding and metrics.
+
+Shapes (B = batch, K = the task's number of outputs):
+    logits   float [B, K]       (K = classes for multiclass, 1 for binary, labels for multilabel)
+    targets  multiclass: int64 [B]; binary: float [B]; multilabel: float [B, K]
+    mask     bool  [B]          True where the row has a label for this task
+
+Adding a task type means adding one subclass and one `TASK_TYPES` entry.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torchmetrics.functional import classification as M
+
+from polyhead.config.schema import TaskConfig
+from polyhead.errors import ConfigError, DataError
+
+
+def is_missing(value: Any) -> bool:
+    """None, NaN and blank strings are missing labels (the row is masked out of this task)."""
+    if value is None:
+        return True
+    if isinstance(value, float) and math.isnan(value):
+        return True
+    if isinstance(value, str) and value.strip() == "":
+        return True
+    return False
+
+
+def label_str(value: Any) -> str:
+    """One canonical string per label value: 3, 3.0 and "3" are the same class."""
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    if isinstance(value, (np.integer,)):
+        return str(int(value))
+    return str(value).strip()
+
+
+def _where(table: str, row: Any, column: str) -> str:
+    return f"{table}, row {row}, column '{column}'"
+
+
+class Task:
+    """Base class. Subclasses set `type` and implement the abstract methods."""
+
+    type: ClassVar[str] = ""
+    main_metric: ClassVar[str] = "accuracy"
+
+    def __init__(self, name: str, config: TaskConfig):
+        self.name = name
+        self.config = config
+        self.column = config.column or name
+        self.classes: list[str] | None = [str(c) for c in config.classes] if config.classes else None
+
+    # ---- classes -----------------------------------------------------------------
+    @property
+    def num_outputs(self) -> int:
+        assert self.classes is not None, f"classes of task '{self.name}' are not known yet"
+        return len(self.classes)
+
+    def fit_classes(self, column: pd.Series, table: str) -> bool:
+        """Infer the class list from a training column if the config gave none.
+
+        Returns True if classes were inferred (the caller prints them once)."""
+        if self.classes is not None:
+            return False
+        self.classes = self._infer_classes(column, table)
+        return True
+
+    def _infer_classes(self, column: pd.Series, table: str) -> list[str]:
+        values = sorted({label_str(v) for v in column if not is_missing(v)}, key=_natural_key)
+        if not values:
+            raise DataError(f"task '{self.name}': column '{self.column}' in {table} has no labels at all; "
+                            f"give the classes in tasks.{self.name}.classes or label some rows")
+        return values
+
+    # ---- encoding ----------------------------------------------------------------
+    def encode(self, column: pd.Series, table: str) -> tuple[np.ndarray, np.ndarray]:
+        """Table column -> (targets, mask). Raises DataError naming row/column/value."""
+        raise NotImplementedError
+
+    # ---- training ----------------------------------------------------------------
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+        """Mean loss over the labelled rows; None when no row of the batch is labelled."""
+        raise NotImplementedError
+
+    def activate(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits [B, K] -> probabilities [B, K]."""
+        return torch.sigmoid(logits)
+
+    # ---- outputs -----------------------------------------------------------------
+    def decode(self, probs: torch.Tensor) -> dict[str, list]:
+        """probs [B, K] -> prediction columns (name -> one value per row)."""
+        raise NotImplementedError
+
+    def metrics(self, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
+        """probs [N, K] and targets of the labelled rows only -> JSON-able metrics."""
+        raise NotImplementedError
+
+    # ---- bundle ------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        from dataclasses import asdict
+
+        cfg = asdict(self.config)
+        cfg["classes"] = self.classes
+        return {"name": self.name, **cfg}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, classes={self.classes!r})"
+
+
+def _natural_key(s: str):
+    try:
+        return (0, float(s), s)
+    except ValueError:
+        return (1, 0.0, s)
+
+
+def _unknown_label(task: Task, table: str, row, value, extra: str = "") -> DataError:
+    shown = ", ".join(task.classes[:20]) + (" ..." if len(task.classes) > 20 else "")
+    return DataError(f"{_where(table, row, task.column)}: label {value!r} is not a class of task '{task.name}' "
+                     f"(classes: {shown}){extra}")
+
+
+class MulticlassTask(Task):
+    type = "multiclass"
+    main_metric = "accuracy"
+
+    def encode(self, column, table):
+        index = {c: i for i, c in enumerate(self.classes)}
+        targets = np.full(len(column), -1, dtype=np.int64)
+        for i, (row, value) in enumerate(column.items()):
+            if is_missing(value):
+                continue
+            key = label_str(value)
+            if key not in index:
+                raise _unknown_label(self, table, row, value)
+            targets[i] = index[key]
+        return targets, targets >= 0
+
+    def loss(self, logits, targets, mask):
+        if not bool(mask.any()):
+            return None
+        weight = None
+        if self.config.class_weights is not None:
+            weight = torch.as_tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
+        return F.cross_entropy(logits[mask], targets[mask], weight=weight,
+                               label_smoothing=self.config.label_smoothing)
+
+    def activate(self, logits):
+        return torch.softmax(logits.float(), dim=-1)
+
+    def decode(self, probs):
+        k = min(self.config.top_k, self.num_outputs)
+        top_p, top_i = probs.topk(k, dim=-1)
+        names = self.classes
+        return {
+            self.name: [names[i] for i in top_i[:, 0].tolist()],
+            f"{self.name}_prob": top_p[:, 0].tolist(),
+            f"{self.name}_top{k}": [[names[i] for i in row] for row in top_i.tolist()],
+            f"{self.name}_top{k}_prob": top_p.tolist(),
+        }
+
+    def metrics(self, probs, targets):
+        c, n = self.num_outputs, int(targets.numel())
+        out: dict[str, Any] = {"n": n}
+        if n == 0:
+            return out
+        kw = dict(num_classes=c, validate_args=False)
+        out["accuracy"] = M.multiclass_accuracy(probs, targets, average="micro", **kw).item()
+        k = min(self.config.top_k, c)
+        if 1 < k < c:
+            out[f"top{k}_accuracy"] = M.multiclass_accuracy(probs, targets, average="micro", top_k=k, **kw).item()
+        out["macro_f1"] = M.multiclass_f1_score(probs, targets, average="macro", **kw).item()
+        prec = M.multiclass_precision(probs, targets, average="none", **kw).tolist()
+        rec = M.multiclass_recall(probs, targets, average="none", **kw).tolist()
+        f1 = M.multiclass_f1_score(probs, targets, average="none", **kw).tolist()
+        support = torch.bincount(targets, minlength=c).tolist()
+        out["per_class"] = {name: {"precision": prec[i], "recall": rec[i], "f1": f1[i], "support": support[i]}
+                            for i, name in enumerate(self.classes)}
+        out["confusion_matrix"] = M.multiclass_confusion_matrix(probs, targets, **kw).tolist()
+        return out
+
+
+_TRUE = {"1", "true", "yes", "y", "t", "pos", "positive"}
+_FALSE = {"0", "false", "no", "n", "f", "neg", "negative"}
+
+
+class BinaryTask(Task):
+    type = "binary"
+    main_metric = "f1"
+
+    @property
+    def num_outputs(self) -> int:
+        return 1
+
+    def _infer_classes(self, column, table):
+        values = super()._infer_classes(column, table)
+        lowered = {v.lower() for v in values}
+        pos = self.config.positive
+        if pos is not None:
+            others = [v for v in values if v != label_str(pos)]
+            if len(others) > 1:
+                raise DataError(f"binary task '{self.name}': column '{self.column}' in {table} has more than two values: "
+                                f"{', '.join(values[:10])}")
+            neg = others[0] if others else ("0" if label_str(pos) == "1" else f"not {pos}")
+            return [neg, label_str(pos)]
+        for true_set in (_TRUE,):
+            if lowered <= (true_set | _FALSE):
+                trues = [v for v in values if v.lower() in true_set]
+                falses = [v for v in values if v.lower() in _FALSE]
+                if len(trues) <= 1 and len(falses) <= 1:
+                    t = trues[0] if trues else _pair(falses[0])
+                    f = falses[0] if falses else _pair(trues[0])
+                    return [f, t]
+        if len(values) != 2:
+            raise DataError(f"binary task '{self.name}': column '{self.column}' in {table} must hold two values "
+                            f"(or 0/1, true/false, yes/no), found {len(values)}: {', '.join(values[:10])}; "
+                            f"use a multiclass task or set tasks.{self.name}.classes")
+        return values  # sorted: the second is the positive class
+
+    def encode(self, column, table):
+        neg, pos = self.classes
+        lut = {neg: 0.0, pos: 1.0, neg.lower(): 0.0, pos.lower(): 1.0}
+        targets = np.full(len(column), np.nan, dtype=np.float32)
+        for i, (row, value) in enumerate(column.items()):
+            if is_missing(value):
+                continue
+            key = label_str(value)
+            hit = lut.get(key, lut.get(key.lower()))
+            if hit is None:
+                raise _unknown_label(self, table, row, value, f"; positive is '{pos}'")
+            targets[i] = hit
+        return targets, ~np.isnan(targets)
+
+    def loss(self, logits, targets, mask):
+        if not bool(mask.any()):
+            return None
+        pw = None
+        if self.config.pos_weight is not None:
+            pw = torch.tensor(self.config.pos_weight, dtype=logits.dtype, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits[mask, 0], targets[mask].to(logits.dtype), pos_weight=pw)
+
+    def activate(self, logits):
+        return torch.sigmoid(logits.float())
+
+    def decode(self, probs):
+        p = probs[:, 0]
+        neg, pos = self.classes
+        return {self.name: [pos if x >= self.config.threshold else neg for x in p.tolist()],
+                f"{self.name}_prob": p.tolist()}
+
+    def metrics(self, probs, targets):
+        n = int(targets.numel())
+        out: dict[str, Any] = {"n": n, "positives": int(targets.sum().item()) if n else 0}
+        if n == 0:
+            return out
+        p, t = probs[:, 0], targets.long()
+        thr = self.config.threshold
+        out["accuracy"] = M.binary_accuracy(p, t, threshold=thr).item()
+        out["precision"] = M.binary_precision(p, t, threshold=thr).item()
+        out["recall"] = M.binary_recall(p, t, threshold=thr).item()
+        out["f1"] = M.binary_f1_score(p, t, threshold=thr).item()
+        both = 0 < out["positives"] < n
+        out["auroc"] = M.binary_auroc(p, t).item() if both else None
+        out["average_precision"] = M.binary_average_precision(p, t).item() if both else None
+        out["confusion_matrix"] = M.binary_confusion_matrix(p, t, threshold=thr).tolist()
+        return out
+
+
+def _pair(token: str) -> str:
+    pairs = {"1": "0", "0": "1", "true": "false", "false": "true", "yes": "no", "no": "yes", "y": "n", "n": "y",
+             "t": "f", "f": "t", "pos": "neg", "neg": "pos", "positive": "negative", "negative": "positive"}
+    other = pairs.get(token.lower(), "")
+    return other.upper() if token.isupper() else other.capitalize() if token[:1].isupper() else other
+
+
+class MultilabelTask(Task):
+    type = "multilabel"
+    main_metric = "micro_f1"
+
+    def _split(self, value) -> list[str] | None:
+        """A cell -> list of labels; None when the cell is missing. '[]' or an empty list = no labels."""
+        if isinstance(value, (list, tuple, np.ndarray)):
+            return [label_str(v) for v in value if not is_missing(v)]
+        if is_missing(value):
+            return None
+        text = str(value).strip()
+        if text == "[]":
+            return []
+        return [part.strip() for part in text.split(self.config.delimiter) if part.strip()]
+
+    def _infer_classes(self, column, table):
+        labels: set[str] = set()
+        for value in column:
+            parts = self._split(value)
+            if parts:
+                labels.update(parts)
+        if not labels:
+            raise DataError(f"task '{self.name}': column '{self.column}' in {table} has no labels at all; "
+                            f"give the labels in tasks.{self.name}.classes")
+        return sorted(labels, key=_natural_key)
+
+    def thresholds(self) -> torch.Tensor:
+        """float [K]: per-label decision thresholds."""
+        per = self.config.thresholds or {}
+        unknown = set(per) - set(self.classes)
+        if unknown:
+            raise ConfigError(f"tasks.{self.name}.thresholds names unknown labels: {', '.join(sorted(unknown))}; "
+                              f"labels: {', '.join(self.classes)}")
+        return torch.tensor([per.get(c, self.config.threshold) for c in self.classes])
+
+    def encode(self, column, table):
+        index = {c: i for i, c in enumerate(self.classes)}
+        targets = np.zeros((len(column), len(self.classes)), dtype=np.float32)
+        mask = np.zeros(len(column), dtype=bool)
+        for i, (row, value) in enumerate(column.items()):
+            parts = self._split(value)
+            if parts is None:
+                continue
+            for part in parts:
+                j = index.get(part)
+                if j is None:
+                    hint = f"; cells are split on {self.config.delimiter!r} (tasks.{self.name}.delimiter)"
+                    raise _unknown_label(self, table, row, part, hint)
+                targets[i, j] = 1.0
+            mask[i] = True
+        return targets, mask
+
+    def loss(self, logits, targets, mask):
+        if not bool(mask.any()):
+            return None
+        pw = None
+        if self.config.pos_weight is not None:
+            pw = torch.full((logits.shape[1],), self.config.pos_weight, dtype=logits.dtype, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits[mask], targets[mask].to(logits.dtype), pos_weight=pw)
+
+    def activate(self, logits):
+        return torch.sigmoid(logits.float())
+
+    def decode(self, probs):
+        over = probs >= self.thresholds().to(probs.device)
+        cols: dict[str, list] = {self.name: [[c for c, on in zip(self.classes, row) if on] for row in over.tolist()]}
+        for j, c in enumerate(self.classes):
+            cols[f"{self.name}_prob_{c}"] = probs[:, j].tolist()
+        return cols
+
+    def metrics(self, probs, targets):
+        n, k = int(targets.shape[0]), len(self.classes)
+        out: dict[str, Any] = {"n": n}
+        if n == 0:
+            return out
+        t = targets.long()
+        preds = (probs >= self.thresholds()).long()
+        kw = dict(num_labels=k, validate_args=False)
+        out["micro_f1"] = M.multilabel_f1_score(preds.float(), t, average="micro", threshold=0.5, **kw).item()
+        out["macro_f1"] = M.multilabel_f1_score(preds.float(), t, average="macro", threshold=0.5, **kw).item()
+        out["exact_match"] = (preds == t).all(dim=1).float().mean().item()
+        prec = M.multilabel_precision(preds.float(), t, average="none", threshold=0.5, **kw).tolist()
+        rec = M.multilabel_recall(preds.float(), t, average="none", threshold=0.5, **kw).tolist()
+        f1 = M.multilabel_f1_score(preds.float(), t, average="none", threshold=0.5, **kw).tolist()
+        support = t.sum(dim=0).tolist()
+        ap = []
+        for j in range(k):
+            col = t[:, j]
+            ap.append(M.binary_average_precision(probs[:, j], col).item() if 0 < int(col.sum()) < n else None)
+        present = [a for a in ap if a is not None]
+        out["mAP"] = float(np.mean(present)) if present else None
+        out["per_label"] = {c: {"precision": prec[j], "recall": rec[j], "f1": f1[j], "ap": ap[j], "support": support[j]}
+                            for j, c in enumerate(self.classes)}
+        return out
+
+
+TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (MulticlassTask, BinaryTask, MultilabelTask)}
+
+
+def build_task(name: str, config: TaskConfig) -> Task:
+    if config.type not in TASK_TYPES:
+        raise ConfigError(f"bad value for config key 'tasks.{name}.type': {config.type!r}; "
+                          f"expected one of {', '.join(TASK_TYPES)}")
+    return TASK_TYPES[config.type](name, config)
+
+
+def build_tasks(configs: dict[str, TaskConfig]) -> dict[str, Task]:
+    return {name: build_task(name, cfg) for name, cfg in configs.items()}
+
+
+def task_from_dict(d: dict) -> Task:
+    """Rebuild a task saved by `Task.to_dict` (bundle loading)."""
+    d = dict(d)
+    name = d.pop("name")
+    return build_task(name, TaskConfig(**d))
