@@ -122,7 +122,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") 
 
     module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
-                             gradient_clip=cfg.training.gradient_clip)
+                             gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor)
     has_val = splits.val is not None and len(splits.val) > 0
     trainer = _trainer(cfg, run_dir, has_val, console)
     with warnings.catch_warnings():

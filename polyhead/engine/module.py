@@ -43,8 +43,9 @@ def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: 
 class MultiTaskModule(L.LightningModule):
     def __init__(self, model: MultiTaskModel, tasks: dict[str, Task], weighting: WeightingMethod, *,
                  optimizer: OptimizerConfig, scheduler: SchedulerConfig, freeze_backbone_epochs: int = 0,
-                 gradient_clip: float | None = None):
+                 gradient_clip: float | None = None, monitor: str = "val/loss"):
         super().__init__()
+        self.monitor = monitor  # shown in the progress bar beside the losses
         self.automatic_optimization = False
         self.model, self.tasks, self.weighting = model, tasks, weighting
         self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
@@ -159,6 +160,7 @@ class MultiTaskModule(L.LightningModule):
         for name, metrics in self._val.compute().items():
             for key, value in metrics.items():
                 if isinstance(value, SCALAR_TYPES) and key != "n" and not isinstance(value, bool):
-                    self.log(f"val/{name}/{key}", float(value), prog_bar=(key == self.tasks[name].main_metric))
+                    logged = f"val/{name}/{key}"
+                    self.log(logged, float(value), prog_bar=logged == self.monitor)
         self._val.reset()
         self._val_loss.clear()
