@@ -106,7 +106,7 @@ def _omegaconf_error(exc: OmegaConfBaseException, where: str, schema: DictConfig
     msg = str(exc).strip().splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
         return _unknown_key_error(key, where, schema)
-    if "Missing mandatory value" in msg:
+    if "issing mandatory value" in msg:
         return ConfigError(f"config key '{key}' is required but not set ({where})")
     return ConfigError(f"bad value for config key '{key}' ({where}): {msg}")
 
@@ -118,7 +118,7 @@ def _merge(base: DictConfig, update: Any, where: str, schema: DictConfig) -> Dic
         raise _omegaconf_error(exc, where, schema) from None
 
 
-def _apply_value_override(cfg: DictConfig, ov, schema: DictConfig) -> None:
+def _apply_value_override(cfg: DictConfig, ov, schema: DictConfig) -> DictConfig:
     key, where = ov.key_or_group, f"command line '{ov.input_line}'"
     exists = OmegaConf.select(cfg, key, default="__absent__") != "__absent__"
     if ov.is_delete():
@@ -132,16 +132,15 @@ def _apply_value_override(cfg: DictConfig, ov, schema: DictConfig) -> None:
                 del parent[leaf]
             else:
                 parent[leaf] = default
-        return
+        return cfg
     if ov.is_add() and exists:
         raise ConfigError(f"cannot add '{key}' ({where}): it already exists; use '{key}=...' to change it")
     if not (ov.is_add() or ov.is_force_add()) and not exists:
         raise _unknown_key_error(key, f"{where}; use '+{key}=...' to add a new key", schema)
-    value = ov.value()
-    try:
-        OmegaConf.update(cfg, key, value, merge=True, force_add=ov.is_add() or ov.is_force_add())
-    except OmegaConfBaseException as exc:
-        raise _omegaconf_error(exc, where, schema) from None
+    nested = ov.value()
+    for part in reversed(key.split(".")):  # a.b=v -> {"a": {"b": v}}: merging validates against the schema
+        nested = {part: nested}
+    return _merge(cfg, nested, where, schema)
 
 
 def _is_schema_field(schema: DictConfig, key: str) -> bool:
@@ -183,7 +182,7 @@ def compose(config_path: str | Path | None = None, overrides: Iterable[str] = ()
     where = f"in '{config_path}'" if config_path else "defaults"
     cfg = _merge(cfg, _resolve_relative_paths(body, config_dir), where, schema)
     for ov in value_overrides:
-        _apply_value_override(cfg, ov, schema)
+        cfg = _apply_value_override(cfg, ov, schema)
     return cfg
 
 
