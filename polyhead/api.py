@@ -63,7 +63,7 @@ class Predictor:
 
     def __init__(self, bundle: Bundle, device: torch.device, config: Config | None = None):
         self.bundle, self.device, self.config = bundle, device, config
-        self.model = bundle.model.to(device).eval()
+        self.model = bundle.model.to(device).use_channels_last(True).eval()
         self.tasks = bundle.tasks
 
     @classmethod

@@ -134,6 +134,8 @@ class TrainingConfig:
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: Any = "auto"
     deterministic: bool = False
+    cpu_threads: Optional[int] = None  # torch threads on a CPU (default: cores minus data.num_workers)
+    channels_last: bool = True  # NHWC activations: much faster convolutions on CPUs and tensor cores
     limit_train_batches: Optional[float] = None  # for smoke runs: a fraction or a count
     limit_val_batches: Optional[float] = None
     progress_bar: bool = True

@@ -31,12 +31,20 @@ class MultiTaskModel(nn.Module):
         })
         self.register_buffer("input_mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
         self.register_buffer("input_std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+        self.channels_last = False
+
+    def use_channels_last(self, enabled: bool = True) -> "MultiTaskModel":
+        """Keep conv activations in NHWC. On CPUs this makes convolutions and BatchNorm several
+        times faster (oneDNN's preferred layout); it changes no result beyond rounding."""
+        self.channels_last = enabled
+        return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] in 0..255 (or float in 0..1) -> normalised float."""
         if x.dtype == torch.uint8:
             x = x.float().div_(255.0)
-        return (x - self.input_mean) / self.input_std
+        x = (x - self.input_mean) / self.input_std
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Shared representation [B, F]."""

@@ -1,0 +1,45 @@
+# polyhead: `make demo` trains the Fashion-MNIST demo; `make test` runs the test suite.
+# Both install into .venv first (PyTorch pinned here; pyproject.toml declares a range).
+
+VENV    ?= .venv
+PY      := $(VENV)/bin/python
+PH      := $(VENV)/bin/polyhead
+TORCH   := torch==2.14.1 torchvision==0.29.1
+FMNIST  ?= /usr/share/datasets/fashion-mnist
+DATA    ?= data/fashion-mnist
+
+.PHONY: install demo data test bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH)
+	$(PY) -m pip install -q -e ".[test]" $(TORCH)
+	touch $@
+
+$(FMNIST):
+	@if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+	  echo "Fashion-MNIST not found in $(FMNIST): run 'sudo apt-get install dataset-fashion-mnist'," \
+	       "or '$(PH) prepare fashion-mnist $(DATA) --download'"; exit 1; \
+	fi
+
+$(DATA)/train.parquet: | install $(FMNIST)
+	$(PH) prepare fashion-mnist $(DATA) --source $(FMNIST) --missing-fraction 0.2
+
+data: $(DATA)/train.parquet
+
+demo: install data
+	$(PH) train configs/fashion_mnist.yaml
+
+test: install
+	$(PY) -m pytest -q
+
+bench: install data
+	$(PY) benchmarks/train_throughput.py --data $(DATA)
+
+clean:
+	rm -rf runs $(DATA)
