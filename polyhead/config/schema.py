@@ -22,7 +22,7 @@ class TaskConfig:
     classes: Optional[List[str]] = None  # class list; inferred from the training table when absent
     # multiclass
     class_weights: Optional[List[float]] = None  # one weight per class for the cross-entropy
-    label_smoothing: float = 0.0
+    label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     top_k: int = 3  # how many ranked labels `predict` writes and top-k accuracy uses
     # binary
     positive: Optional[str] = None  # the label that counts as positive (default: 1/true/yes or the 2nd class)
@@ -50,36 +50,36 @@ class DataConfig:
     val_table: Optional[str] = None  # separate validation table (else split from train)
     test_table: Optional[str] = None  # separate test table
     root: Optional[str] = None  # image paths are relative to this folder (default: each table's folder)
-    image_column: str = "image"
+    image_column: str = "image"  # the column holding image paths
     split_column: Optional[str] = None  # column with train/val/test per row
     val_fraction: float = 0.1  # seeded random split when no split column / val table
-    test_fraction: float = 0.0
+    test_fraction: float = 0.0  # seeded random test split when no split column / test table
     stratify: Optional[str] = None  # task name to stratify the random split on
     folder_task: str = "label"  # task name for an image-folder tree
     image_size: List[int] = field(default_factory=lambda: [224, 224])  # [H, W] (or [S])
     channels: int = 3  # 1 (grayscale) or 3 (RGB)
-    mean: Optional[List[float]] = None  # normalisation; default: the backbone's own
-    std: Optional[List[float]] = None
-    batch_size: int = 64
+    mean: Optional[List[float]] = None  # normalisation mean per channel; default: the backbone's own
+    std: Optional[List[float]] = None  # normalisation std per channel; default: the backbone's own
+    batch_size: int = 64  # training batch size
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
-    num_workers: int = 2
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    num_workers: int = 2  # DataLoader worker processes decoding images
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-time augmentation
 
 
 @dataclass
 class SmallCNNConfig:
-    blocks: int = 3
-    channels: List[int] = field(default_factory=lambda: [32, 64, 128])
-    convs_per_block: int = 1
-    batch_norm: bool = True
-    pooling: str = "max"  # max | avg
-    dropout: float = 0.0
+    blocks: int = 3  # conv blocks, each halving the resolution
+    channels: List[int] = field(default_factory=lambda: [32, 64, 128])  # width per block (a short list doubles)
+    convs_per_block: int = 1  # 3x3 conv + BN + ReLU layers per block
+    batch_norm: bool = True  # BatchNorm after each conv
+    pooling: str = "max"  # downsampling between blocks: max | avg
+    dropout: float = 0.0  # dropout on the pooled features
 
 
 @dataclass
 class HeadConfig:
     hidden: List[int] = field(default_factory=list)  # [] = linear head; [256] = one hidden layer
-    dropout: float = 0.0
+    dropout: float = 0.0  # dropout before each head layer
 
 
 @dataclass
@@ -89,15 +89,15 @@ class ModelConfig:
     weights: Optional[str] = None  # local state dict / safetensors for the backbone
     weights_key_map: str = "auto"  # auto | none | ordered
     drop_rate: float = 0.0  # timm backbone dropout
-    small_cnn: SmallCNNConfig = field(default_factory=SmallCNNConfig)
-    head: HeadConfig = field(default_factory=HeadConfig)
+    small_cnn: SmallCNNConfig = field(default_factory=SmallCNNConfig)  # used when backbone is small_cnn
+    head: HeadConfig = field(default_factory=HeadConfig)  # the same head shape for every task
 
 
 @dataclass
 class OptimizerConfig:
     name: str = "adamw"  # adamw | sgd
-    lr: float = 1e-3
-    weight_decay: float = 0.01
+    lr: float = 1e-3  # learning rate (heads, and the backbone unless backbone_lr is set)
+    weight_decay: float = 0.01  # decoupled (AdamW) or L2 (SGD) weight decay
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
     backbone_lr: Optional[float] = None  # separate learning rate for the backbone (fine-tuning)
@@ -107,47 +107,47 @@ class OptimizerConfig:
 class SchedulerConfig:
     name: str = "cosine"  # cosine | plateau | none
     warmup_epochs: int = 0  # linear warm-up (cosine)
-    min_lr: float = 0.0
+    min_lr: float = 0.0  # floor of the learning rate
     patience: int = 2  # plateau
     factor: float = 0.5  # plateau
 
 
 @dataclass
 class EarlyStoppingConfig:
-    enabled: bool = False
-    patience: int = 5
-    min_delta: float = 0.0
+    enabled: bool = False  # stop when training.monitor stops improving
+    patience: int = 5  # epochs without improvement before stopping
+    min_delta: float = 0.0  # smallest change that counts as an improvement
 
 
 @dataclass
 class TrainingConfig:
-    epochs: int = 10
-    seed: int = 42
+    epochs: int = 10  # maximum number of epochs
+    seed: int = 42  # seeds weights, data order, augmentation and the random split
     weighting: str = "equal"  # loss-combination method, see `polyhead methods`
-    weighting_args: Dict[str, Any] = field(default_factory=dict)
+    weighting_args: Dict[str, Any] = field(default_factory=dict)  # options of the weighting method
     monitor: str = "val/loss"  # metric for best checkpoint and early stopping
     monitor_mode: str = "auto"  # min | max | auto (min for losses, max otherwise)
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # see below
     freeze_backbone_epochs: int = 0  # train heads only for N epochs, then unfreeze
-    gradient_clip: Optional[float] = None
+    gradient_clip: Optional[float] = None  # clip the gradient norm to this value
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
     accelerator: str = "auto"  # auto | cpu | gpu
-    devices: Any = "auto"
-    deterministic: bool = False
+    devices: Any = "auto"  # Lightning devices: auto, a count, or a list of GPU ids
+    deterministic: bool = False  # deterministic kernels (slower; bit-identical reruns)
     cpu_threads: Optional[int] = None  # torch threads on a CPU (default: cores minus data.num_workers)
     channels_last: bool = True  # NHWC activations: much faster convolutions on CPUs and tensor cores
     limit_train_batches: Optional[float] = None  # for smoke runs: a fraction or a count
-    limit_val_batches: Optional[float] = None
-    progress_bar: bool = True
+    limit_val_batches: Optional[float] = None  # for smoke runs: a fraction or a count
+    progress_bar: bool = True  # show progress bars
 
 
 @dataclass
 class Config:
-    tasks: Dict[str, TaskConfig] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
-    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
+    tasks: Dict[str, TaskConfig] = field(default_factory=dict)  # task name -> task settings
+    data: DataConfig = field(default_factory=DataConfig)  # tables, splits, images, loading
+    model: ModelConfig = field(default_factory=ModelConfig)  # backbone and heads
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # preset group: optimizer=sgd
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)  # preset group: scheduler=plateau
+    training: TrainingConfig = field(default_factory=TrainingConfig)  # loop, weighting, checkpoints
     output_dir: str = "runs"  # run folders are created under this
     run_name: Optional[str] = None  # default: <config name>-<timestamp>

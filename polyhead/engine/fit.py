@@ -12,6 +12,7 @@ Run folder:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 import warnings
@@ -119,9 +120,19 @@ def _weighting_args(cfg: Config) -> dict:
     return args
 
 
+def quiet_lightning() -> None:
+    """Lightning's start-up chatter (accelerator lines, tips) is noise next to polyhead's own summary."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*The number of training batches.*")
+
+
 def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") -> RunResult:
     """Train, save the bundle, evaluate on val and test. Returns the run's folder and metrics."""
     console = console or Console()
+    quiet_lightning()
     started = time.perf_counter()
     L.seed_everything(cfg.training.seed, workers=True, verbose=False)
     set_cpu_threads(cfg, console)
@@ -142,10 +153,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") 
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor)
     has_val = splits.val is not None and len(splits.val) > 0
     trainer = _trainer(cfg, run_dir, has_val, console)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*The number of training batches.*")
-        trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None)
+    trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None)
     _restore_best(module, run_dir, console)
     save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
                 head_dropout=cfg.model.head.dropout)

@@ -119,3 +119,14 @@ def test_saved_config_round_trip(cfg_file):
     cfg = load_config(cfg_file, ["training.epochs=2"])
     again = from_yaml_text(to_yaml(cfg))
     assert again == cfg
+
+
+def test_config_reference_doc_is_current():
+    """docs/config.md is generated from the schema; regenerate it when the schema changes."""
+    from pathlib import Path
+
+    from polyhead.config.reference import render
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    assert doc.read_text() == render(), "run: python -m polyhead.config.reference > docs/config.md"
+    assert "|  |" not in render()  # every key documented

@@ -1,0 +1,68 @@
+"""Generates docs/config.md from the schema: every key, its type, default and comment.
+
+    python -m polyhead.config.reference > docs/config.md
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import re
+import typing
+
+from polyhead.config import schema
+
+SECTIONS = [("tasks.<name>", schema.TaskConfig), ("data", schema.DataConfig),
+            ("data.augment", schema.AugmentConfig), ("model", schema.ModelConfig),
+            ("model.small_cnn", schema.SmallCNNConfig), ("model.head", schema.HeadConfig),
+            ("optimizer", schema.OptimizerConfig), ("scheduler", schema.SchedulerConfig),
+            ("training", schema.TrainingConfig), ("training.early_stopping", schema.EarlyStoppingConfig),
+            ("(top level)", schema.Config)]
+
+
+def _comments(cls) -> dict[str, str]:
+    out = {}
+    for line in inspect.getsource(cls).splitlines():
+        m = re.match(r"\s+(\w+): [^#]*?(?:#\s*(.*))?$", line)
+        if m and m.group(2):
+            out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _default(f: dataclasses.Field) -> str:
+    if f.default is not dataclasses.MISSING:
+        value = f.default
+    elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        value = f.default_factory()  # type: ignore[misc]
+        if dataclasses.is_dataclass(value):
+            return "(section)"
+    else:
+        return ""
+    if value == "???":
+        return "**required**"
+    return "`null`" if value is None else f"`{value}`"
+
+
+def _type(cls, f: dataclasses.Field) -> str:
+    hint = typing.get_type_hints(cls)[f.name]
+    text = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return re.sub(r"polyhead\.config\.schema\.", "", text)
+
+
+def render() -> str:
+    lines = ["# Config reference", "",
+             "Generated from `polyhead/config/schema.py` by `python -m polyhead.config.reference`.",
+             "An unknown key or a value of the wrong type is an error. Override any key from the",
+             "command line: `polyhead train my.yaml data.batch_size=32` (Hydra syntax, see README).", ""]
+    for section, cls in SECTIONS:
+        comments = _comments(cls)
+        lines += [f"## `{section}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]
+        for f in dataclasses.fields(cls):
+            cells = (f"`{f.name}`", _type(cls, f), _default(f), comments.get(f.name, ""))
+            lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(render(), end="")
