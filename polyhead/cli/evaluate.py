@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from polyhead.cli.common import add_model_input_args, input_kwargs
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("evaluate", help="score a trained model on a labelled table",
@@ -10,11 +12,7 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
     p.add_argument("--table", required=True, help="labelled CSV / Parquet / JSONL table or image folder")
     p.add_argument("--out", help="metrics JSON to write (default: RUN_DIR/evaluations/<table>.json)")
-    p.add_argument("--image-column", help="image column (default: the run's data.image_column)")
-    p.add_argument("--root", help="folder image paths are relative to (default: the table's folder)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_model_input_args(p)
     p.set_defaults(func=run)
 
 
@@ -28,8 +26,7 @@ def run(args) -> int:
     from polyhead.engine.summary import metrics_table
 
     predictor = Predictor.load(args.run_dir, args.device)
-    metrics = predictor.evaluate(args.table, image_column=args.image_column, root=args.root,
-                                 batch_size=args.batch_size, num_workers=args.num_workers)
+    metrics = predictor.evaluate(args.table, **input_kwargs(args))
     out = Path(args.out) if args.out else Path(args.run_dir) / "evaluations" / f"{Path(args.table).stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"table": str(Path(args.table).resolve()), "metrics": metrics}, indent=2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from polyhead.cli.common import add_model_input_args, input_kwargs
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("predict", help="predict every task for a folder of images or a table",
@@ -13,11 +15,7 @@ def add_parser(sub) -> None:
     src.add_argument("--images", help="folder of images (searched recursively)")
     src.add_argument("--table", help="table with an image column")
     p.add_argument("--out", required=True, help="output .parquet or .csv")
-    p.add_argument("--image-column", help="image column of --table (default: the run's data.image_column)")
-    p.add_argument("--root", help="folder the table's image paths are relative to")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--num-workers", type=int, default=2)
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    add_model_input_args(p)
     p.set_defaults(func=run)
 
 
@@ -25,7 +23,6 @@ def run(args) -> int:
     from polyhead.api import Predictor
 
     predictor = Predictor.load(args.run_dir, args.device)
-    n = predictor.predict_to_file(args.images or args.table, args.out, image_column=args.image_column,
-                                  root=args.root, batch_size=args.batch_size, num_workers=args.num_workers)
+    n = predictor.predict_to_file(args.images or args.table, args.out, **input_kwargs(args))
     print(f"wrote {n} predictions to {args.out}")
     return 0

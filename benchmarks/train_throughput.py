@@ -1,0 +1,121 @@
+"""Training throughput: end-to-end (PNG files -> DataLoader -> step) vs model-only (batches already in memory).
+
+The ratio end-to-end / model-only says how much of the model's speed the input pipeline
+delivers: 1.0 means data loading is fully hidden behind compute.
+
+    python benchmarks/train_throughput.py --data data/fashion-mnist            # the demo config
+    python benchmarks/train_throughput.py --data DIR --batches 300 --repeats 3 -- training.precision=bf16-mixed
+
+Both modes run the same model, the same Lightning training step (masked losses, weighting,
+optimizer, scheduler) and the same thread settings; only where the batches come from differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from polyhead.cli.main import _default_cpu_threads  # noqa: E402
+
+_default_cpu_threads()  # before torch loads, exactly as the CLI does
+
+import lightning as L  # noqa: E402
+import torch  # noqa: E402
+
+from polyhead.config.loading import load_config  # noqa: E402
+from polyhead.data.module import build_splits, train_loader  # noqa: E402
+from polyhead.engine.fit import build_model_from_config, quiet_lightning, resolve_precision  # noqa: E402
+from polyhead.engine.module import MultiTaskModule  # noqa: E402
+from polyhead.tasks import build_tasks  # noqa: E402
+from polyhead.weighting import build_weighting  # noqa: E402
+
+
+class Timer(L.Callback):
+    """Images/s over the batches after `warmup` (first batches pay for worker start-up and allocation)."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.start, self.images, self.seconds = warmup, None, 0, 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == self.warmup:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.start is not None:
+            self.images += batch["image"].shape[0]
+            self.seconds = time.perf_counter() - self.start
+
+
+def run(cfg, tasks, batches, warmup: int, loader) -> float:
+    L.seed_everything(0, verbose=False)
+    model, _, _ = build_model_from_config(cfg, tasks)
+    model.use_channels_last(cfg.training.channels_last)
+    module = MultiTaskModule(model, tasks, build_weighting(cfg.training.weighting, list(tasks)),
+                             optimizer=cfg.optimizer, scheduler=cfg.scheduler)
+    timer = Timer(warmup)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=batches, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[timer],
+                        accelerator=cfg.training.accelerator,
+                        precision=resolve_precision(str(cfg.training.precision), cfg.training.accelerator))
+    trainer.fit(module, loader)
+    return timer.images / timer.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT / "data" / "fashion-mnist"), help="prepared Fashion-MNIST folder")
+    parser.add_argument("--config", default=str(ROOT / "configs" / "fashion_mnist.yaml"))
+    parser.add_argument("--batches", type=int, default=200, help="training batches per measurement")
+    parser.add_argument("--warmup", type=int, default=20, help="batches not timed")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.num_workers=2")
+    args = parser.parse_args()
+
+    quiet_lightning()
+    data = Path(args.data).resolve()
+    cfg = load_config(args.config, [f"data.train_table={data / 'train.parquet'}", "~data.test_table",
+                                    "data.val_fraction=0.0", *args.overrides])
+    tasks = build_tasks(cfg.tasks)
+    splits = build_splits(cfg, tasks)
+    loader = train_loader(splits.train, cfg)
+
+    # The model-only bound: the same batches, decoded once and held in memory.
+    cached, it = [], iter(loader)
+    for _ in range(args.batches):
+        cached.append(next(it))
+    del it
+
+    e2e, mem = [], []
+    for _ in range(args.repeats):
+        e2e.append(run(cfg, tasks, args.batches, args.warmup, loader))
+        mem.append(run(cfg, tasks, args.batches, args.warmup, cached))
+    result = {
+        "end_to_end_images_per_s": statistics.median(e2e),
+        "model_only_images_per_s": statistics.median(mem),
+        "ratio": statistics.median(e2e) / statistics.median(mem),
+        "runs": {"end_to_end": e2e, "model_only": mem},
+        "batch_size": cfg.data.batch_size, "num_workers": cfg.data.num_workers, "batches": args.batches,
+        "warmup": args.warmup, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu",
+        "torch": torch.__version__, "overrides": args.overrides,
+    }
+    print(f"end-to-end : {result['end_to_end_images_per_s']:8.0f} images/s   (runs: {', '.join(f'{x:.0f}' for x in e2e)})")
+    print(f"model-only : {result['model_only_images_per_s']:8.0f} images/s   (runs: {', '.join(f'{x:.0f}' for x in mem)})")
+    print(f"ratio      : {result['ratio']:8.2f}   (batch {cfg.data.batch_size}, {cfg.data.num_workers} workers, "
+          f"{torch.get_num_threads()} torch threads, {os.cpu_count()} cores)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
