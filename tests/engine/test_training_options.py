@@ -62,3 +62,20 @@ def test_sgd_plateau_early_stopping_static_weights_bf16_mlp_heads(dataset):
     bundle = json.loads((run / "model" / "bundle.json").read_text())
     assert bundle["head"] == {"hidden": [16], "dropout": 0.1}
     assert "test" not in json.loads((run / "metrics.json").read_text())
+
+
+def test_same_seed_same_run(dataset):
+    from polyhead.config.loading import load_config
+    from polyhead.engine.fit import fit
+
+    histories = []
+    for name in ("a", "b"):
+        cfg = load_config(dataset / "config.yaml", ["training.epochs=2", f"output_dir={dataset / 'runs'}",
+                                                    f"run_name={name}", "data.augment.hflip=true"])
+        fit(cfg)
+        histories.append(pd.read_csv(dataset / "runs" / name / "history.csv"))
+    pd.testing.assert_frame_equal(histories[0], histories[1])
+    other = load_config(dataset / "config.yaml", ["training.epochs=2", f"output_dir={dataset / 'runs'}",
+                                                  "run_name=c", "training.seed=1"])
+    fit(other)
+    assert not histories[0]["train/loss"].equals(pd.read_csv(dataset / "runs" / "c" / "history.csv")["train/loss"])
