@@ -67,9 +67,8 @@ def make_run_dir(cfg: Config, name_hint: str = "run") -> Path:
 
 
 def set_cpu_threads(cfg: Config, console: Console) -> None:
-    """On a CPU, torch's OpenMP threads and the DataLoader workers share the cores; oversubscribing
-    them makes OpenMP spin and a step several times slower. Give torch the cores the workers leave,
-    unless the user chose (OMP_NUM_THREADS or training.cpu_threads)."""
+    """On a CPU, torch's OpenMP threads and the DataLoader workers share the cores. Give torch the
+    cores the workers leave, unless the user chose (OMP_NUM_THREADS or training.cpu_threads)."""
     if torch.cuda.is_available() and cfg.training.accelerator != "cpu":
         return
     threads = cfg.training.cpu_threads
