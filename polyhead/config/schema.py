@@ -89,6 +89,8 @@ class ModelConfig:
     weights: Optional[str] = None  # local state dict / safetensors for the backbone
     weights_key_map: str = "auto"  # auto | none | ordered
     drop_rate: float = 0.0  # timm backbone dropout
+    branch_point: Optional[str] = None  # share the backbone up to this stage (e.g. layer3, blocks.4), then branch
+    branch_groups: Optional[Dict[str, List[str]]] = None  # branch name -> tasks; default: one branch per task
     small_cnn: SmallCNNConfig = field(default_factory=SmallCNNConfig)  # used when backbone is small_cnn
     head: HeadConfig = field(default_factory=HeadConfig)  # the same head shape for every task
 

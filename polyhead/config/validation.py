@@ -112,6 +112,12 @@ def validate_model(cfg: Config) -> None:
                 f"nor a timm model.{hint} `python -c \"import timm; print(timm.list_models())\"` lists them all."
             )
     _one_of("model.weights_key_map", m.weights_key_map, ("auto", "none", "ordered"))
+    if m.branch_groups and not m.branch_point:
+        raise ConfigError("model.branch_groups is set but model.branch_point is not; name the stage to branch at")
+    if m.branch_point:
+        from polyhead.model.branching import resolve_groups
+
+        resolve_groups(list(cfg.tasks), m.branch_groups)
     if not 0.0 <= m.drop_rate < 1.0:
         _fail("model.drop_rate", m.drop_rate, "a number in [0, 1)")
     if not 0.0 <= m.head.dropout < 1.0:

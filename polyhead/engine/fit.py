@@ -3,6 +3,7 @@
 Run folder:
     config.yaml      resolved config (inferred class lists written in), rebuilds the run
     data.json        rows and labelled rows per split and task
+    model_summary.json  parameters per component (backbone or trunk and branches, each head)
     history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
     checkpoints/     best.ckpt, last.ckpt (Lightning)
     model/           the bundle (see polyhead.model.bundle)
@@ -32,9 +33,9 @@ from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.summary import metrics_table
 from polyhead.errors import PolyheadError
-from polyhead.model.backbones import build_backbone, default_normalization
-from polyhead.model.bundle import BackboneSpec, Preprocessing, save_bundle
+from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
 from polyhead.model.multitask import MultiTaskModel
+from polyhead.model.summary import model_summary, summary_table
 from polyhead.tasks import Task, build_tasks
 from polyhead.weighting import build_weighting
 
@@ -90,14 +91,11 @@ def resolve_precision(setting: str, accelerator: str) -> str:
 def build_model_from_config(cfg: Config, tasks: dict[str, Task]) -> tuple[MultiTaskModel, BackboneSpec, Preprocessing]:
     m, d = cfg.model, cfg.data
     small_cnn = dict(vars(m.small_cnn)) if m.backbone == "small_cnn" else None
-    spec = BackboneSpec(name=m.backbone, in_chans=d.channels, small_cnn=small_cnn, drop_rate=m.drop_rate)
-    backbone = build_backbone(m.backbone, in_chans=d.channels, pretrained=m.pretrained, weights=m.weights,
-                              weights_key_map=m.weights_key_map, small_cnn=small_cnn, drop_rate=m.drop_rate)
-    mean, std = default_normalization(backbone)
-    prep = Preprocessing(image_size(d), d.channels, list(d.mean or mean), list(d.std or std))
-    outputs = {name: t.num_outputs for name, t in tasks.items()}
-    model = MultiTaskModel(backbone, outputs, mean=prep.mean, std=prep.std, head_hidden=m.head.hidden,
-                           head_dropout=m.head.dropout)
+    spec = BackboneSpec(name=m.backbone, in_chans=d.channels, small_cnn=small_cnn, drop_rate=m.drop_rate,
+                        branch_point=m.branch_point, branch_groups=m.branch_groups)
+    prep = Preprocessing(image_size(d), d.channels, d.mean, d.std)
+    model = build_model(spec, tasks, prep, head_hidden=m.head.hidden, head_dropout=m.head.dropout,
+                        pretrained=m.pretrained, weights=m.weights, weights_key_map=m.weights_key_map)
     return model, spec, prep
 
 
@@ -146,6 +144,9 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") 
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
     _print_data_summary(console, splits, run_dir)
+    summary = model_summary(model)
+    (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(summary_table(summary))
 
     module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,

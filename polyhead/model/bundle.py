@@ -19,7 +19,8 @@ from safetensors.torch import load_file, save_file
 
 from polyhead import __version__
 from polyhead.errors import PolyheadError
-from polyhead.model.backbones import build_backbone
+from polyhead.model.backbones import build_backbone, default_normalization
+from polyhead.model.branching import BranchedBackbone, resolve_groups
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.tasks import Task, task_from_dict
 
@@ -35,14 +36,16 @@ class BackboneSpec:
     in_chans: int
     small_cnn: dict | None = None
     drop_rate: float = 0.0
+    branch_point: str | None = None  # see polyhead.model.branching
+    branch_groups: dict[str, list[str]] | None = None
 
 
 @dataclass
 class Preprocessing:
     image_size: tuple[int, int]  # (H, W)
     channels: int
-    mean: list[float]
-    std: list[float]
+    mean: list[float] | None  # None: the backbone's own (filled in by build_model)
+    std: list[float] | None
 
 
 def build_model(spec: BackboneSpec, tasks: dict[str, Task], prep: Preprocessing, *, head_hidden=(),
@@ -50,6 +53,12 @@ def build_model(spec: BackboneSpec, tasks: dict[str, Task], prep: Preprocessing,
                 weights_key_map: str = "auto") -> MultiTaskModel:
     backbone = build_backbone(spec.name, in_chans=spec.in_chans, pretrained=pretrained, weights=weights,
                               weights_key_map=weights_key_map, small_cnn=spec.small_cnn, drop_rate=spec.drop_rate)
+    if prep.mean is None or prep.std is None:
+        mean, std = default_normalization(backbone)
+        prep.mean, prep.std = list(prep.mean or mean), list(prep.std or std)
+    if spec.branch_point:
+        spec.branch_groups = resolve_groups(list(tasks), spec.branch_groups)
+        backbone = BranchedBackbone(backbone, spec.branch_point, spec.branch_groups)
     outputs = {name: t.num_outputs for name, t in tasks.items()}
     return MultiTaskModel(backbone, outputs, mean=prep.mean, std=prep.std, head_hidden=head_hidden,
                           head_dropout=head_dropout)

@@ -51,14 +51,28 @@ class MultiTaskModel(nn.Module):
         return self.backbone.forward_features(self.normalize(x))
 
     def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
-        """features [B, F] -> {task: logits [B, K]}. Gradient-based weighting methods call this
-        on a detached copy of the features to get per-task gradients of the shared representation."""
-        return {name: head(features) for name, head in self.heads.items()}
+        """Shared representation -> {task: logits [B, K]}. Gradient-based weighting methods take
+        per-task gradients with respect to `features`.
+
+        Without a branch point `features` is the pooled [B, F]; with one it is the trunk's map
+        [B, C, h, w], and each group's branch pools it before that group's heads."""
+        groups = getattr(self.backbone, "groups", None)
+        if not groups:
+            return {name: head(features) for name, head in self.heads.items()}
+        out = {}
+        for group, tasks in groups.items():
+            pooled = self.backbone.branch_features(group, features)
+            for name in tasks:
+                out[name] = self.heads[name](pooled)
+        return {name: out[name] for name in self.heads}
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.forward_heads(self.forward_features(x))
 
     def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task's loss depends on: the backbone, or its trunk when branched."""
+        if hasattr(self.backbone, "shared_parameters"):
+            return self.backbone.shared_parameters()
         return [p for p in self.backbone.parameters() if p.requires_grad]
 
     def set_backbone_trainable(self, trainable: bool) -> None:
