@@ -1,0 +1,390 @@
+"""Gradient-based weightings: `gradnorm`, `mgda`, `pcgrad`, `cagrad`, `nash_mtl`, `imtl`, `upgrad`.
+
+They look at per-task gradients g_t of a shared quantity x:
+
+- `mode: features` (default): x = the shared representation [B, F]. One `autograd.grad` per
+  task goes back through the heads only; the backbone is traversed once, by the final backward.
+- `mode: parameters`: x = the shared (backbone) parameters, one full backward per task.
+
+The rows g_t form a Jacobian J [K, D] (K tasks present in the batch, D = numel of x). Each
+method turns J (usually its Gramian J J^T [K, K]) into task weights w [K] and the backbone
+gets d = w @ J [D]. So that Lightning's precision plugin sees exactly one backward, the step
+backpropagates the surrogate scalar
+
+    sum_t L_t + <x, d - sum_t g_t>     (the second factor detached)
+
+which gives every head the gradient of its own loss (a head only affects its own task) and x
+the aggregated d. With a frozen backbone (no shared parameter needs a gradient) or a single
+task in the batch, methods fall back to the plain sum.
+
+UPGrad, MGDA, PCGrad and IMTL-G use the Gramian weightings of torchjd
+(https://github.com/TorchJD/torchjd). CAGrad and Nash-MTL are written here: torchjd's versions
+need cvxpy (and Nash-MTL's keeps numpy state sized for a fixed task count, which partial labels
+break), while both problems are tiny K-dimensional convex programs.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from polyhead.errors import ConfigError
+from polyhead.weighting.base import StepContext, WeightingMethod, register_weighting
+from polyhead.weighting.loss_based import check_number
+
+MODES = ("features", "parameters")
+
+
+class GradientWeighting(WeightingMethod):
+    """Base class: per-task gradients -> Jacobian [K, D] -> weights [K] -> one surrogate backward."""
+
+    requires = "features"
+    arg_names = ("mode",)
+
+    def __init__(self, tasks, mode: str = "features"):
+        super().__init__(tasks)
+        self.mode = mode
+        self.requires = mode  # instance attribute: what this configured method needs
+        # effective weights of the last step per task (1.0 until a task is seen)
+        self.register_buffer("last_weights", torch.ones(len(self.tasks)))
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        if "mode" in args and args["mode"] not in MODES:
+            raise ConfigError(f"training.weighting_args.mode for '{cls.name}' must be one of {', '.join(MODES)}, "
+                              f"got {args['mode']!r}")
+
+    # ---- what subclasses implement -----------------------------------------------------
+    def gramian_weights(self, gramian: torch.Tensor, index: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
+        """Task weights [K] from the Gramian J J^T [K, K] of the tasks at positions `index` [K]
+        (`losses` [K]: their loss values, for methods that normalise by them)."""
+        raise NotImplementedError
+
+    # ---- plumbing --------------------------------------------------------------------------
+    def _index(self, names: list[str], device) -> torch.Tensor:
+        position = {t: i for i, t in enumerate(self.tasks)}
+        return torch.tensor([position[t] for t in names], device=device, dtype=torch.long)
+
+    def shared_targets(self, ctx: StepContext) -> list[torch.Tensor]:
+        """The tensors whose per-task gradients are aggregated; [] means "fall back to the sum"."""
+        if not ctx.shared_parameters:  # frozen backbone
+            return []
+        if self.mode == "parameters":
+            return list(ctx.shared_parameters)
+        if ctx.features is None or not ctx.features.requires_grad:
+            return []
+        return [ctx.features]
+
+    @staticmethod
+    def jacobian(losses: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
+        """Per-task gradients of `targets`, flattened: [K, D] (float32)."""
+        rows = []
+        for loss in losses:
+            grads = torch.autograd.grad(loss, targets, retain_graph=True, allow_unused=True)
+            rows.append(torch.cat([(g if g is not None else torch.zeros_like(x)).reshape(-1).float()
+                                   for g, x in zip(grads, targets)]))
+        return torch.stack(rows)
+
+    @staticmethod
+    def surrogate(total: torch.Tensor, targets: list[torch.Tensor], correction: torch.Tensor) -> torch.Tensor:
+        """total + <x, correction>: backward gives x the extra gradient `correction` [D]."""
+        extra, offset = total.new_zeros(()), 0
+        for x in targets:
+            n = x.numel()
+            extra = extra + (x * correction[offset:offset + n].view_as(x).to(x.dtype)).sum()
+            offset += n
+        return total + extra
+
+    def backward(self, losses, ctx):
+        names = list(losses)
+        values = [losses[t] for t in names]
+        total = torch.stack(values).sum()
+        targets = self.shared_targets(ctx)
+        index = self._index(names, total.device)
+        if not targets or len(names) == 1:
+            self.last_weights[index] = 1.0
+            ctx.backward(total)
+            return total
+        jac = self.jacobian(values, targets)  # [K, D]
+        with torch.no_grad():
+            weights = self.gramian_weights(jac @ jac.T, index, torch.stack(values).detach().float()).to(jac)  # [K]
+            self.last_weights[index] = weights.to(self.last_weights)
+            correction = weights @ jac - jac.sum(0)  # [D]: aggregated minus what sum_t L_t already gives
+        ctx.backward(self.surrogate(total, targets, correction))
+        return total.detach()
+
+    def task_weights(self):
+        return dict(zip(self.tasks, self.last_weights.tolist()))
+
+
+class _TorchJDWeighting(GradientWeighting):
+    """A torchjd Gramian weighting (weights [K] from J J^T [K, K]); stateless."""
+
+    def make_weighting(self):
+        raise NotImplementedError
+
+    def __init__(self, tasks, mode: str = "features"):
+        super().__init__(tasks, mode)
+        self._weighting = [self.make_weighting()]  # in a list: not a submodule, nothing to checkpoint
+
+    def gramian_weights(self, gramian, index, losses):
+        return self._weighting[0](gramian)
+
+
+@register_weighting
+class MGDA(_TorchJDWeighting):
+    """MGDA-UB: the min-norm point of the convex hull of the task gradients.
+
+    Sener and Koltun, "Multi-Task Learning as Multi-Objective Optimization", NeurIPS 2018.
+    With `mode: features` this is the paper's MGDA-UB (gradients w.r.t. the shared
+    representation). Weights lie on the simplex; solved with torchjd's `MGDAWeighting`
+    (the paper's Frank-Wolfe solver).
+
+    `normalization` (as in the authors' code): the gradients are divided by |g_t| (`l2`),
+    L_t (`loss`), L_t |g_t| (`loss+`, their default and ours) or nothing (`none`) before the
+    min-norm problem; the weights found are then applied to the raw gradients. Without it a
+    task that is already solved (tiny gradient) takes nearly all the weight and the others stall.
+    """
+
+    name = "mgda"
+    arg_names = ("mode", "normalization")
+    normalizations = ("none", "l2", "loss", "loss+")
+
+    def __init__(self, tasks, mode: str = "features", normalization: str = "loss+"):
+        super().__init__(tasks, mode)
+        self.normalization = normalization
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        if "normalization" in args and args["normalization"] not in cls.normalizations:
+            raise ConfigError(f"training.weighting_args.normalization for 'mgda' must be one of "
+                              f"{', '.join(cls.normalizations)}, got {args['normalization']!r}")
+
+    def gramian_weights(self, gramian, index, losses=None):
+        norms = gramian.diagonal().clamp_min(0).sqrt()  # |g_t| [K]
+        scale = {"none": torch.ones_like(norms), "l2": norms, "loss": losses, "loss+": None}.get(self.normalization)
+        if scale is None:
+            scale = losses * norms
+        scale = scale.clamp_min(1e-12)
+        return self._weighting[0](gramian / scale[:, None] / scale[None, :])  # Gramian of g_t / scale_t
+
+    def make_weighting(self):
+        from torchjd.aggregation import MGDAWeighting
+        return MGDAWeighting()
+
+
+@register_weighting
+class PCGrad(_TorchJDWeighting):
+    """Projecting conflicting gradients.
+
+    Yu, Kumar, Gupta, Levine, Hausman and Finn, "Gradient Surgery for Multi-Task Learning",
+    NeurIPS 2020. Each g_i is projected onto the normal plane of every g_j it conflicts with
+    (random order) and the projections are summed; torchjd's `PCGradWeighting` expresses the
+    result as weights on the rows.
+    """
+
+    name = "pcgrad"
+
+    def make_weighting(self):
+        from torchjd.aggregation import PCGradWeighting
+        return PCGradWeighting()
+
+
+@register_weighting
+class IMTL(_TorchJDWeighting):
+    """IMTL-G: the update has equal projections on every task's unit gradient.
+
+    Liu, Li, Kuang, Xue, Chen, Yang, Liao and Zhang, "Towards Impartial Multi-task Learning",
+    ICLR 2021. torchjd's `IMTLGWeighting` (a pseudo-inverse generalisation that tolerates
+    linearly dependent gradients).
+    """
+
+    name = "imtl"
+
+    def make_weighting(self):
+        from torchjd.aggregation import IMTLGWeighting
+        return IMTLGWeighting()
+
+
+@register_weighting
+class UPGrad(_TorchJDWeighting):
+    """UPGrad: project each gradient onto the dual cone of all of them, then average.
+
+    Quinton and Rey, "Jacobian Descent for Multi-Objective Optimization", arXiv 2406.16232, 2024.
+    torchjd's `UPGradWeighting` (quadprog solver).
+    """
+
+    name = "upgrad"
+
+    def make_weighting(self):
+        from torchjd.aggregation import UPGradWeighting
+        return UPGradWeighting()
+
+
+def project_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection of v [K] onto the probability simplex (Duchi et al. 2008)."""
+    u, _ = torch.sort(v, descending=True)
+    css = u.cumsum(0) - 1
+    k = torch.arange(1, len(v) + 1, device=v.device, dtype=v.dtype)
+    rho = int((u - css / k > 0).nonzero().max())
+    return (v - css[rho] / (rho + 1)).clamp_min(0)
+
+
+@register_weighting
+class CAGrad(GradientWeighting):
+    """Conflict-Averse Gradient descent.
+
+    Liu, Liu, Jin, Stone and Liu, "Conflict-Averse Gradient Descent for Multi-task Learning",
+    NeurIPS 2021.
+
+    With g_0 the mean gradient and phi = c^2 |g_0|^2, find w on the simplex minimising
+    g_w . g_0 + sqrt(phi) |g_w| (g_w = J^T w); the update is g_0 + sqrt(phi) / |g_w| * g_w,
+    divided by 1 + c^2 (the official code's default rescaling). The K-dimensional problem is
+    solved by projected gradient descent on the Gramian, instead of scipy/cvxpy.
+    """
+
+    name = "cagrad"
+    arg_names = ("mode", "c")
+    iterations = 200
+
+    def __init__(self, tasks, mode: str = "features", c: float = 0.4):
+        super().__init__(tasks, mode)
+        self.c = float(c)
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        check_number(cls.name, args, "c")
+
+    def gramian_weights(self, gramian, index, losses=None):
+        k = gramian.shape[0]
+        g = gramian.double() / gramian.diagonal().mean().clamp_min(1e-20)  # argmin is scale-invariant
+        mean = torch.full((k,), 1.0 / k, dtype=g.dtype, device=g.device)
+        sqrt_phi = self.c * (mean @ g @ mean).clamp_min(0).sqrt()
+        w = mean.clone()
+        step = 1.0 / (torch.linalg.matrix_norm(g, 2) + 1e-12)
+        for i in range(self.iterations):
+            norm_gw = (w @ g @ w).clamp_min(1e-12).sqrt()
+            grad = g @ mean + sqrt_phi * (g @ w) / norm_gw  # d/dw of g_w.g_0 + sqrt(phi)|g_w|
+            w = project_simplex(w - step * grad / (1 + i) ** 0.5)
+        norm_gw = (w @ g @ w).clamp_min(0).sqrt()
+        weights = mean + (sqrt_phi / norm_gw * w if norm_gw > 1e-8 else 0.0)
+        return (weights / (1 + self.c**2)).to(gramian.dtype)
+
+
+@register_weighting
+class NashMTL(GradientWeighting):
+    """Nash-MTL: the Nash bargaining solution between tasks.
+
+    Navon, Shamsian, Achituve, Maron, Kawaguchi, Chechik and Fetaya, "Multi-Task Learning as a
+    Bargaining Game", ICML 2022.
+
+    The weights alpha > 0 solve G alpha = 1 / alpha (G = J J^T normalised by its Frobenius
+    norm, as in the official code). That is the stationary point of the strictly convex
+    0.5 alpha^T G alpha - sum log alpha, solved here by damped Newton steps warm-started from
+    the previous solution (buffer `alpha` [T]). `max_norm` (default 1, 0 disables) caps
+    |alpha @ J| like the official implementation.
+    """
+
+    name = "nash_mtl"
+    arg_names = ("mode", "max_norm")
+    iterations, ridge = 25, 1e-6
+
+    def __init__(self, tasks, mode: str = "features", max_norm: float = 1.0):
+        super().__init__(tasks, mode)
+        self.max_norm = float(max_norm)
+        self.register_buffer("alpha", torch.ones(len(self.tasks)))
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        check_number(cls.name, args, "max_norm")
+
+    @staticmethod
+    def _objective(g, a):
+        return 0.5 * a @ g @ a - a.log().sum()
+
+    def gramian_weights(self, gramian, index, losses=None):
+        scale = torch.linalg.matrix_norm(gramian.double()).clamp_min(1e-20)
+        g = gramian.double() / scale + self.ridge * torch.eye(len(index), dtype=torch.float64, device=gramian.device)
+        a = self.alpha[index].double().clamp_min(1e-6)
+        for _ in range(self.iterations):
+            grad = g @ a - 1 / a  # [K]
+            if grad.norm() < 1e-9:
+                break
+            step = torch.linalg.solve(g + torch.diag(1 / a**2), grad)
+            t, f = 1.0, self._objective(g, a)
+            while t > 1e-8 and (((a - t * step) <= 0).any() or self._objective(g, (a - t * step).clamp_min(1e-300)) > f):
+                t /= 2
+            a = (a - t * step).clamp_min(1e-12)
+        self.alpha[index] = a.to(self.alpha)
+        if self.max_norm > 0:  # |alpha @ J| = sqrt(alpha^T G alpha) on the unnormalised Gramian
+            norm = (a @ gramian.double() @ a).clamp_min(0).sqrt()
+            if norm > self.max_norm:
+                a = a * self.max_norm / norm
+        return a.to(gramian.dtype)
+
+
+@register_weighting
+class GradNorm(WeightingMethod):
+    """GradNorm: learn loss weights that equalise the tasks' gradient norms.
+
+    Chen, Badrinarayanan, Lee and Rabinovich, "GradNorm: Gradient Normalization for Adaptive
+    Loss Balancing in Deep Multitask Networks", ICML 2018.
+
+    Learnable weights w [T] (parameter `loss_weights`, optimised with the heads). Per step:
+    G_t = w_t |grad L_t| with the gradient taken w.r.t. the shared features (`mode: features`,
+    default) or the shared parameters (`mode: parameters`); r_t = (L_t / L_t(0)) / mean over the
+    present tasks, L_t(0) the first loss seen for the task (buffer `initial_losses`);
+    L_grad = sum_t |G_t - mean(G) * r_t^alpha| (target held constant) trains w only, and the
+    network gets sum_t w_t L_t. Weights are renormalised to sum to T at the start of each step.
+    """
+
+    name = "gradnorm"
+    requires = "features"
+    arg_names = ("mode", "alpha")
+
+    def __init__(self, tasks, mode: str = "features", alpha: float = 1.5):
+        super().__init__(tasks)
+        self.mode, self.requires, self.alpha = mode, mode, float(alpha)
+        n = len(self.tasks)
+        self.loss_weights = nn.Parameter(torch.ones(n))
+        self.register_buffer("initial_losses", torch.full((n,), float("nan")))
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        WeightingMethod.check_args.__func__(cls, args, tasks)
+        if "mode" in args and args["mode"] not in MODES:
+            raise ConfigError(f"training.weighting_args.mode for '{cls.name}' must be one of {', '.join(MODES)}, "
+                              f"got {args['mode']!r}")
+        check_number(cls.name, args, "alpha")
+
+    def backward(self, losses, ctx):
+        names = list(losses)
+        position = {t: i for i, t in enumerate(self.tasks)}
+        values = torch.stack([losses[t] for t in names])  # [K]
+        index = torch.tensor([position[t] for t in names], device=values.device)
+        with torch.no_grad():  # the paper renormalises after each weight update
+            w = self.loss_weights.clamp_min(1e-4)
+            self.loss_weights.copy_(w * len(self.tasks) / w.sum())
+            fresh = torch.isnan(self.initial_losses[index])
+            self.initial_losses[index[fresh]] = values.detach()[fresh].to(self.initial_losses)
+        w = self.loss_weights[index]  # [K], requires grad
+        weighted = (w.detach() * values).sum()
+        targets = GradientWeighting.shared_targets(self, ctx)
+        if not targets or len(names) == 1:
+            ctx.backward(weighted + 0.0 * w.sum())  # keep w in the graph: its grad is zero, not None
+            return weighted.detach()
+        norms = GradientWeighting.jacobian(list(values), targets).norm(dim=1).to(w)  # |grad L_t| [K]
+        g = w * norms  # G_t
+        with torch.no_grad():
+            ratio = values.detach() / self.initial_losses[index].to(values)
+            target = g.mean() * (ratio / ratio.mean()) ** self.alpha
+        grad_loss = (g - target).abs().sum()  # reaches only w
+        ctx.backward(weighted + grad_loss)
+        return weighted.detach()
+
+    def task_weights(self):
+        return dict(zip(self.tasks, self.loss_weights.detach().tolist()))

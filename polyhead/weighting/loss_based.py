@@ -1,0 +1,234 @@
+"""Weightings that only look at the loss values: `uncertainty`, `dwa`, `rlw`, `famo`.
+
+Every method handles any subset of its tasks in a batch (partial labels): a task absent
+from `losses` contributes nothing and its state is left as it was. State lives in buffers
+and parameters so it is saved in checkpoints; learnable parameters are optimised with the
+heads because the method is a submodule of the training module.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from polyhead.errors import ConfigError
+from polyhead.weighting.base import WeightingMethod, register_weighting
+
+
+def check_number(method: str, args: dict, key: str, *, minimum: float = 0.0, strict: bool = False) -> None:
+    """One-line ConfigError when `training.weighting_args.<key>` is not a number in range."""
+    if key not in args:
+        return
+    value = args[key]
+    bound = f"> {minimum:g}" if strict else f">= {minimum:g}"
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not ok or (value <= minimum if strict else value < minimum):
+        raise ConfigError(f"training.weighting_args.{key} for '{method}' must be a number {bound}, got {value!r}")
+
+
+def check_bool(method: str, args: dict, key: str) -> None:
+    if key in args and not isinstance(args[key], bool):
+        raise ConfigError(f"training.weighting_args.{key} for '{method}' must be true or false, got {args[key]!r}")
+
+
+class _LossWeighting(WeightingMethod):
+    """Shared plumbing: task positions of a loss dict."""
+
+    def _index(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        position = {t: i for i, t in enumerate(self.tasks)}
+        device = next(iter(losses.values())).device
+        return torch.tensor([position[t] for t in losses], device=device, dtype=torch.long)
+
+
+@register_weighting
+class Uncertainty(_LossWeighting):
+    """Homoscedastic uncertainty weighting.
+
+    Kendall, Gal and Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
+    Geometry and Semantics", CVPR 2018.
+
+    One learnable log-variance s_t per task (parameter `log_vars` [T], trained with the heads):
+    loss = sum_t exp(-s_t) * L_t + s_t, or with `half: true` the paper's regression form
+    0.5 * exp(-s_t) * L_t + 0.5 * s_t. Reported weight: exp(-s_t) (times 0.5 with `half`).
+    """
+
+    name = "uncertainty"
+    arg_names = ("half",)
+
+    def __init__(self, tasks, half: bool = False):
+        super().__init__(tasks)
+        self.half = bool(half)
+        self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))  # s_t = log sigma_t^2
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        check_bool(cls.name, args, "half")
+
+    def combine(self, losses):
+        s = self.log_vars[self._index(losses)]  # [K]
+        values = torch.stack(list(losses.values()))  # [K]
+        total = (torch.exp(-s) * values + s).sum()
+        return 0.5 * total if self.half else total
+
+    def task_weights(self):
+        w = torch.exp(-self.log_vars.detach()) * (0.5 if self.half else 1.0)
+        return dict(zip(self.tasks, w.tolist()))
+
+
+@register_weighting
+class DWA(_LossWeighting):
+    """Dynamic Weight Average.
+
+    Liu, Johns and Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019.
+
+    w_t = K * softmax_t(r_t / T) with r_t = L_t(e-1) / L_t(e-2), the ratio of the task's mean
+    training loss over the two previous epochs; all weights are 1 for the first two epochs.
+    Buffers: `history` [2, T] (mean loss of the last two epochs, NaN when unknown) and
+    `weights` [T]. A task without a loss in either epoch keeps weight 1.
+    """
+
+    name = "dwa"
+    arg_names = ("T",)
+
+    def __init__(self, tasks, T: float = 2.0):
+        super().__init__(tasks)
+        self.temperature = float(T)
+        n = len(self.tasks)
+        self.register_buffer("history", torch.full((2, n), float("nan")))  # [older, newer]
+        self.register_buffer("weights", torch.ones(n))
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        check_number(cls.name, args, "T", strict=True)
+
+    def combine(self, losses):
+        w = self.weights[self._index(losses)]
+        return (w * torch.stack(list(losses.values()))).sum()
+
+    def on_epoch_end(self, epoch_losses):
+        newest = torch.tensor([float(epoch_losses.get(t, float("nan"))) for t in self.tasks],
+                              device=self.history.device)
+        self.history[0] = self.history[1]
+        self.history[1] = newest
+        ratio = self.history[1] / self.history[0]  # [T], NaN where either epoch lacks the task
+        known = torch.isfinite(ratio)
+        weights = torch.ones_like(self.weights)
+        if known.any():
+            k = int(known.sum())
+            weights[known] = k * torch.softmax(ratio[known] / self.temperature, dim=0)
+        self.weights.copy_(weights)
+
+    def task_weights(self):
+        return dict(zip(self.tasks, self.weights.tolist()))
+
+
+@register_weighting
+class RLW(_LossWeighting):
+    """Random Loss Weighting.
+
+    Lin, Ye, Xu, Shi and Zhang, "Reasonable Effectiveness of Random Weighting: A Litmus Test for
+    Multi-Task Learning", TMLR 2022.
+
+    Each step draws z ~ N(0, I) over the tasks present and weights the losses by softmax(z).
+    The weights are multiplied by the number of tasks present so they average 1, keeping the
+    gradient scale of `equal`. Buffer `weights` [T] holds the last draw (for logging).
+    """
+
+    name = "rlw"
+
+    def __init__(self, tasks):
+        super().__init__(tasks)
+        self.register_buffer("weights", torch.ones(len(self.tasks)))
+
+    def combine(self, losses):
+        index = self._index(losses)
+        values = torch.stack(list(losses.values()))  # [K]
+        w = len(losses) * torch.softmax(torch.randn(len(losses), device=values.device), dim=0)
+        self.weights[index] = w
+        return (w.to(values.dtype) * values).sum()
+
+    def task_weights(self):
+        return dict(zip(self.tasks, self.weights.tolist()))
+
+
+@register_weighting
+class FAMO(_LossWeighting):
+    """Fast Adaptive Multitask Optimization.
+
+    Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023.
+
+    Task logits xi [T] (buffer `logits`); z = softmax(xi) over the tasks present. The step loss is
+    sum_t z_t log(L_t) / c with c = sum_t z_t / L_t (so the weights on grad L_t, z_t / (c L_t),
+    sum to 1). FAMO updates xi from how much each log-loss fell after the step; here that is done
+    at the start of the next `backward`, from the previous step's losses (buffers `prev_losses`,
+    `prev_present`) and the current ones, for the tasks present in both. The update is the paper's
+    Adam step (`lr`, L2 decay `gamma`); its moments are buffers so a resumed run continues exactly.
+    Reported weight: z_t = softmax(xi)_t over all tasks.
+    """
+
+    name = "famo"
+    arg_names = ("lr", "gamma")
+    betas, eps, offset = (0.9, 0.999), 1e-8, 1e-8
+
+    def __init__(self, tasks, lr: float = 0.025, gamma: float = 0.001):
+        super().__init__(tasks)
+        self.lr, self.gamma = float(lr), float(gamma)
+        n = len(self.tasks)
+        self.register_buffer("logits", torch.zeros(n))
+        self.register_buffer("prev_losses", torch.zeros(n))
+        self.register_buffer("prev_present", torch.zeros(n, dtype=torch.bool))
+        self.register_buffer("exp_avg", torch.zeros(n))
+        self.register_buffer("exp_avg_sq", torch.zeros(n))
+        self.register_buffer("adam_steps", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def check_args(cls, args, tasks):
+        super().check_args(args, tasks)
+        check_number(cls.name, args, "lr", strict=True)
+        check_number(cls.name, args, "gamma")
+
+    @torch.no_grad()
+    def _update_logits(self, index: torch.Tensor, current: torch.Tensor) -> None:
+        """Adam step on the logits of the tasks present in both this and the previous step."""
+        both = self.prev_present[index]
+        if int(both.sum()) < 2:  # one task alone has nothing to be balanced against
+            return
+        idx = index[both]
+        # delta_t = log L_t(prev) - log L_t(now): how much each task improved
+        delta = (self.prev_losses[idx] + self.offset).log() - (current[both] + self.offset).log()  # [K]
+        with torch.enable_grad():
+            xi = self.logits[idx].clone().requires_grad_(True)
+            (grad,) = torch.autograd.grad(torch.softmax(xi, 0), xi, grad_outputs=delta)
+        grad = grad + self.gamma * self.logits[idx]
+        b1, b2 = self.betas
+        self.adam_steps += 1
+        step = int(self.adam_steps)
+        self.exp_avg[idx] = b1 * self.exp_avg[idx] + (1 - b1) * grad
+        self.exp_avg_sq[idx] = b2 * self.exp_avg_sq[idx] + (1 - b2) * grad**2
+        m_hat = self.exp_avg[idx] / (1 - b1**step)
+        v_hat = self.exp_avg_sq[idx] / (1 - b2**step)
+        self.logits[idx] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+    def combine(self, losses):
+        index = self._index(losses)
+        values = torch.stack(list(losses.values()))  # [K]
+        current = values.detach().float()
+        self._update_logits(index, current)
+        self.prev_losses.zero_()
+        self.prev_losses[index] = current
+        self.prev_present.zero_()
+        self.prev_present[index] = True
+        z = torch.softmax(self.logits[index], 0).to(values.dtype)  # [K]
+        d = values + self.offset
+        c = (z / d).sum().detach()
+        return (z * d.log()).sum() / c
+
+    def backward(self, losses, ctx):
+        ctx.backward(self.combine(losses))
+        # the objective is a sum of log-losses; report the plain sum so train/loss stays comparable
+        return torch.stack([v.detach() for v in losses.values()]).sum()
+
+    def task_weights(self):
+        return dict(zip(self.tasks, torch.softmax(self.logits, 0).tolist()))
