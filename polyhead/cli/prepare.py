@@ -6,16 +6,17 @@ from __future__ import annotations
 def add_parser(sub) -> None:
     p = sub.add_parser("prepare", help="write a ready-to-train dataset (images + label tables)",
                        description="Write a dataset as image files plus train/test label tables. "
-                                   "fashion-mnist reads the IDX files from --source, from Debian's "
-                                   "dataset-fashion-mnist package, or downloads them with --download.")
-    p.add_argument("dataset", help="dataset name: fashion-mnist")
+                                   "fashion-mnist (28x28, one item) and multifashion (36x36, two items; "
+                                   "Lin et al. 2019) read the Fashion-MNIST IDX files from --source, from "
+                                   "Debian's dataset-fashion-mnist package, or download them with --download.")
+    p.add_argument("dataset", help="dataset name: fashion-mnist, multifashion")
     p.add_argument("out", help="output folder")
     p.add_argument("--source", help="folder holding the dataset's raw files")
     p.add_argument("--download", action="store_true", help="download the raw files if they are not found (online)")
     p.add_argument("--missing-fraction", type=float, default=0.0,
                    help="blank this share of the training labels of the secondary tasks (partial labels demo)")
-    p.add_argument("--limit", type=int, help="keep only the first N images per split")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit", type=int, help="write only the first N images per split")
+    p.add_argument("--seed", type=int, default=0, help="seed for random choices (blanked labels, multifashion pairs)")
     p.set_defaults(func=run)
 
 

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from polyhead.data.preparers import PREPARERS, get_preparer
+from polyhead.data.preparers import _idx, _output
 from polyhead.data.preparers import fashion_mnist as fm
 from polyhead.data.preparers.fashion_mnist import (
     CATEGORIES,
@@ -54,7 +55,7 @@ def _fake_source(folder: Path, *, gz_train: bool = True, gz_test: bool = False) 
 @pytest.fixture
 def no_debian(monkeypatch, tmp_path):
     """Pretend Debian's dataset-fashion-mnist is not installed."""
-    monkeypatch.setattr(fm, "DEBIAN_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(_idx, "DEBIAN_DIR", tmp_path / "no-debian")
 
 
 def test_writes_pngs_and_label_tables(tmp_path):
@@ -123,8 +124,8 @@ def test_limit_keeps_first_rows(tmp_path):
 
 def test_process_pool_path(tmp_path, monkeypatch):
     data = _fake_source(tmp_path / "src")
-    monkeypatch.setattr(fm, "_POOL_MIN_IMAGES", 1)
-    monkeypatch.setattr(fm, "_CHUNK", 3)
+    monkeypatch.setattr(_output, "_POOL_MIN_IMAGES", 1)
+    monkeypatch.setattr(_output, "_CHUNK", 3)
     out = tmp_path / "out"
     prepare_fashion_mnist(out, source=tmp_path / "src", progress=False)
     for i in (0, N_TRAIN - 1):
@@ -162,9 +163,9 @@ def test_nothing_found_suggests_remedies(tmp_path, no_debian):
 def test_download_path_offline_via_file_url(tmp_path, monkeypatch, no_debian):
     mirror = tmp_path / "mirror"
     data = _fake_source(mirror, gz_test=True)
-    monkeypatch.setattr(fm, "BASE_URL", mirror.as_uri() + "/")
+    monkeypatch.setattr(_idx, "BASE_URL", mirror.as_uri() + "/")
     md5 = {p.name: hashlib.md5(p.read_bytes()).hexdigest() for p in mirror.iterdir()}
-    monkeypatch.setattr(fm, "DOWNLOAD_MD5", md5)
+    monkeypatch.setattr(_idx, "DOWNLOAD_MD5", md5)
 
     out = tmp_path / "out"
     summary = prepare_fashion_mnist(out, download=True, progress=False)
@@ -180,14 +181,14 @@ def test_download_path_offline_via_file_url(tmp_path, monkeypatch, no_debian):
 def test_download_with_wrong_checksum(tmp_path, monkeypatch, no_debian):
     mirror = tmp_path / "mirror"
     _fake_source(mirror, gz_test=True)
-    monkeypatch.setattr(fm, "BASE_URL", mirror.as_uri() + "/")
+    monkeypatch.setattr(_idx, "BASE_URL", mirror.as_uri() + "/")
     with pytest.raises(DataError, match="corrupt: MD5"):
         prepare_fashion_mnist(tmp_path / "out", download=True)  # official MD5s vs fake files
     assert not list((tmp_path / "out" / "raw").iterdir())  # no partial or bad file left behind
 
 
 def test_download_failure(tmp_path, monkeypatch, no_debian):
-    monkeypatch.setattr(fm, "BASE_URL", (tmp_path / "no-mirror").as_uri() + "/")
+    monkeypatch.setattr(_idx, "BASE_URL", (tmp_path / "no-mirror").as_uri() + "/")
     with pytest.raises(DataError, match="could not download .*--source DIR"):
         prepare_fashion_mnist(tmp_path / "out", download=True)
 

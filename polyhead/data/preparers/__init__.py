@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Callable
 
 from polyhead.data.preparers.fashion_mnist import prepare_fashion_mnist
+from polyhead.data.preparers.multifashion import prepare_multifashion
 from polyhead.errors import DataError
 
 __all__ = ["PREPARERS", "get_preparer"]
 
 PREPARERS: dict[str, Callable[..., dict]] = {
     "fashion-mnist": prepare_fashion_mnist,
+    "multifashion": prepare_multifashion,
 }
 
 
