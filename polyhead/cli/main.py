@@ -12,7 +12,7 @@ import sys
 
 from polyhead import __version__
 
-VERBS = ("train", "evaluate", "predict", "prepare")
+VERBS = ("train", "evaluate", "predict", "prepare", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:
