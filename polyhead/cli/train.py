@@ -1,4 +1,4 @@
-"""polyhead train CONFIG [KEY=VALUE ...]"""
+"""polyhead train CONFIG [KEY=VALUE ...]  |  polyhead train --resume RUN_DIR [KEY=VALUE ...]"""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser("train", help="train a model from a YAML config", description=HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("config", help="YAML config file")
+    p.add_argument("config", nargs="?", help="YAML config file (not needed with --resume)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (Hydra syntax)")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="continue a run from its last checkpoint (its saved config plus any overrides, "
+                        "e.g. training.epochs=20 to train longer)")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -28,9 +31,22 @@ def run(args) -> int:
     from polyhead.config.loading import load_config, to_yaml
     from polyhead.engine.fit import fit
 
-    cfg = load_config(args.config, args.overrides)
+    from polyhead.errors import ConfigError
+
+    overrides = list(args.overrides)
+    if args.resume:
+        if args.config:  # with --resume every positional is an override
+            overrides.insert(0, args.config)
+        config_path = Path(args.resume) / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"cannot resume '{args.resume}': no config.yaml there (not a polyhead run folder)")
+    elif not args.config:
+        raise ConfigError("give a config file (polyhead train my.yaml) or --resume RUN_DIR")
+    else:
+        config_path = Path(args.config)
+    cfg = load_config(config_path, overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
-    fit(cfg, console=Console(), name_hint=Path(args.config).stem)
+    fit(cfg, console=Console(), name_hint=config_path.stem, resume=args.resume)
     return 0

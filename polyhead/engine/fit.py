@@ -124,12 +124,18 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*The number of training batches.*")
+    warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # on --resume
 
 
-def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") -> RunResult:
-    """Train, save the bundle, evaluate on val and test. Returns the run's folder and metrics."""
+def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
+        resume: str | Path | None = None) -> RunResult:
+    """Train, save the bundle, evaluate on val and test. Returns the run's folder and metrics.
+
+    `resume`: a run folder; training continues from its `checkpoints/last.ckpt` (model,
+    optimizer, scheduler, weighting method state, epoch counters, early stopping, history)."""
     console = console or Console()
     quiet_lightning()
+    run_dir, ckpt = _resume_point(Path(resume)) if resume is not None else (None, None)  # fail before any work
     started = time.perf_counter()
     L.seed_everything(cfg.training.seed, workers=True, verbose=False)
     set_cpu_threads(cfg, console)
@@ -140,7 +146,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") 
     model, spec, prep = build_model_from_config(cfg, tasks)
     model.use_channels_last(cfg.training.channels_last)
     weighting = build_weighting(cfg.training.weighting, list(tasks), _weighting_args(cfg))
-    run_dir = make_run_dir(cfg, name_hint)
+    run_dir, ckpt = (make_run_dir(cfg, name_hint), None) if resume is None else (run_dir, ckpt)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
     _print_data_summary(console, splits, run_dir)
@@ -153,7 +159,10 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run") 
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor)
     has_val = splits.val is not None and len(splits.val) > 0
     trainer = _trainer(cfg, run_dir, has_val, console)
-    trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None)
+    if ckpt is not None:
+        console.print(f"resuming from {ckpt}")
+    trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None,
+                ckpt_path=ckpt, weights_only=True)
     _restore_best(module, run_dir, console)
     save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
                 head_dropout=cfg.model.head.dropout)
@@ -196,6 +205,14 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console) -> L.T
                      precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
                      default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,
                      enable_progress_bar=t.progress_bar, enable_model_summary=False, log_every_n_steps=10, **limits)
+
+
+def _resume_point(run_dir: Path) -> tuple[Path, Path]:
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    if not ckpt.is_file():
+        raise PolyheadError(f"cannot resume '{run_dir}': no checkpoint at '{ckpt}' (is it a run folder written "
+                            f"by `polyhead train` that finished at least one epoch?)")
+    return run_dir, ckpt
 
 
 def _restore_best(module: MultiTaskModule, run_dir: Path, console: Console) -> None:
