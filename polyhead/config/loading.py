@@ -207,15 +207,21 @@ _PATH_KEYS = ("train_table", "val_table", "test_table", "root")
 
 def _resolve_relative_paths(body: dict, config_dir: Path | None) -> dict:
     """Paths written in a config file are relative to that file, not to the shell's folder."""
-    if config_dir is None or not isinstance(body.get("data"), dict):
+    if config_dir is None:
         return body
-    data = dict(body["data"])
-    for key in _PATH_KEYS:
-        value = data.get(key)
+
+    def resolve(value):
         if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-            data[key] = str((config_dir / value).resolve())
+            return str((config_dir / value).resolve())
+        return value
+
+    out = dict(body)
+    if isinstance(body.get("data"), dict):
+        out["data"] = {k: (resolve(v) if k in _PATH_KEYS else v) for k, v in body["data"].items()}
+    if isinstance(body.get("tasks"), dict):  # tasks.<name>.table
+        out["tasks"] = {name: ({**task, "table": resolve(task["table"])} if isinstance(task, dict) and "table" in task
+                               else task) for name, task in body["tasks"].items()}
     model = body.get("model")
-    out = {**body, "data": data}
     if isinstance(model, dict) and isinstance(model.get("weights"), str):
         w = Path(model["weights"]).expanduser()
         if not w.is_absolute():

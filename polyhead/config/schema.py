@@ -19,6 +19,7 @@ TASK_TYPES = ("multiclass", "binary", "multilabel")
 class TaskConfig:
     type: str = MISSING  # multiclass | binary | multilabel
     column: Optional[str] = None  # label column in the table; defaults to the task name
+    table: Optional[str] = None  # this task's own label table or image folder (rows label only this task); default: data.train_table
     classes: Optional[List[str]] = None  # class list; inferred from the training table when absent
     # multiclass
     class_weights: Optional[List[float]] = None  # one weight per class for the cross-entropy
@@ -46,7 +47,7 @@ class AugmentConfig:
 
 @dataclass
 class DataConfig:
-    train_table: str = MISSING  # CSV/Parquet/JSONL table, or an image folder tree root/<class>/*.jpg
+    train_table: Optional[str] = None  # CSV/Parquet/JSONL table, or an image folder tree root/<class>/*.jpg; optional when every task has a `table`
     val_table: Optional[str] = None  # separate validation table (else split from train)
     test_table: Optional[str] = None  # separate test table
     root: Optional[str] = None  # image paths are relative to this folder (default: each table's folder)
@@ -64,6 +65,8 @@ class DataConfig:
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
     num_workers: int = 2  # DataLoader worker processes decoding images
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-time augmentation
+    sampling: str = "proportional"  # how training draws from several tables (train_table, tasks.<name>.table): proportional | round_robin | temperature
+    sampling_temperature: float = 2.0  # `temperature` sampling: table s is drawn with probability ~ rows_s^(1/T)
 
 
 @dataclass

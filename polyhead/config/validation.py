@@ -64,10 +64,35 @@ def validate_tasks(cfg: Config) -> None:
         _positive(f"{prefix}.weight", task.weight, allow_zero=True)
         if task.type == "multilabel" and not task.delimiter:
             _fail(f"{prefix}.delimiter", task.delimiter, "a non-empty separator such as '|'")
+        if task.table is not None and not str(task.table).strip():
+            _fail(f"{prefix}.table", task.table, "a table path or image folder (or leave it unset to use data.train_table)")
+
+
+SAMPLING_MODES = ("proportional", "round_robin", "temperature")
+
+
+def validate_sources(cfg: Config) -> None:
+    """Every task needs a table: its own `tasks.<name>.table` or the shared `data.train_table`."""
+    d = cfg.data
+    if d.train_table:
+        return
+    shared = [name for name, task in cfg.tasks.items() if not task.table]
+    if shared:
+        raise ConfigError(
+            f"config key 'data.train_table' is required but not set: task(s) {', '.join(shared)} have no "
+            f"'tasks.<name>.table' of their own; set data.train_table, or a table for every task")
+    for key in ("val_table", "test_table"):
+        if getattr(d, key):
+            raise ConfigError(f"config key 'data.{key}' is set but data.train_table is not: val/test tables belong "
+                              f"to the shared train table; give per-task tables val/test rows via data.split_column")
 
 
 def validate_data(cfg: Config) -> None:
     d = cfg.data
+    validate_sources(cfg)
+    _one_of("data.sampling", d.sampling, SAMPLING_MODES)
+    if d.sampling_temperature <= 0:
+        _fail("data.sampling_temperature", d.sampling_temperature, "a number > 0 (1 = proportional, large = round-robin)")
     if len(d.image_size) not in (1, 2) or any(s <= 0 for s in d.image_size):
         _fail("data.image_size", d.image_size, "[size] or [height, width] with positive integers")
     _one_of("data.channels", d.channels, (1, 3))

@@ -11,9 +11,10 @@ A batch (after the default collate) is:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Collection
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
@@ -24,13 +25,24 @@ from polyhead.tasks import Task
 
 @dataclass
 class EncodedSplit:
-    """Image paths plus each task's encoded targets and label masks, aligned by position."""
+    """Image paths plus each task's encoded targets and label masks, aligned by position.
+
+    A split may concatenate several source tables (the shared train table and per-task
+    tables): `sources[i]` indexes `source_names`, and `rows[i]` is 1-based within that source."""
 
     paths: list[str]
     rows: np.ndarray  # int64 [N] source-table rows
     targets: dict[str, np.ndarray] = field(default_factory=dict)
     masks: dict[str, np.ndarray] = field(default_factory=dict)  # bool [N]
     source: str = ""
+    sources: np.ndarray | None = None  # int64 [N] source id per row; default: all 0 (one source)
+    source_names: list[str] = field(default_factory=list)  # source id -> table (shown in messages)
+
+    def __post_init__(self) -> None:
+        if self.sources is None:
+            self.sources = np.zeros(len(self.paths), dtype=np.int64)
+        if not self.source_names:
+            self.source_names = [self.source]
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -38,13 +50,39 @@ class EncodedSplit:
     def labelled(self) -> dict[str, int]:
         return {t: int(m.sum()) for t, m in self.masks.items()}
 
+    def rows_per_source(self) -> dict[str, int]:
+        counts = np.bincount(self.sources, minlength=len(self.source_names))
+        return {name: int(c) for name, c in zip(self.source_names, counts)}
 
-def encode_table(table: LabelTable, tasks: dict[str, Task]) -> EncodedSplit:
-    check_columns(table, {name: t.column for name, t in tasks.items()})
+
+def encode_table(table: LabelTable, tasks: dict[str, Task], only: Collection[str] | None = None) -> EncodedSplit:
+    """Encode every task; a task not in `only` (default: all) is not labelled by this table and gets
+    the task's own missing targets (-1, NaN or zeros) with mask False."""
+    labelled = {n: t for n, t in tasks.items() if only is None or n in only}
+    check_columns(table, {name: t.column for name, t in labelled.items()})
     split = EncodedSplit(paths=table.paths, rows=np.asarray(table.frame.index, dtype=np.int64), source=table.source)
+    empty = pd.Series([None] * len(table), index=table.frame.index, dtype=object)
     for name, task in tasks.items():
-        split.targets[name], split.masks[name] = task.encode(table.frame[task.column], table.source)
+        column = table.frame[task.column] if name in labelled else empty
+        split.targets[name], split.masks[name] = task.encode(column, table.source)
     return split
+
+
+def concat_splits(parts: list[EncodedSplit]) -> EncodedSplit:
+    """One split from several (each from its own source table, with the same task keys)."""
+    if len(parts) == 1:
+        return parts[0]
+    names, ids = [], []
+    for part in parts:
+        offset = len(names)
+        names.extend(part.source_names)
+        ids.append(part.sources + offset)
+    return EncodedSplit(
+        paths=[p for part in parts for p in part.paths],
+        rows=np.concatenate([part.rows for part in parts]),
+        targets={t: np.concatenate([part.targets[t] for part in parts]) for t in parts[0].targets},
+        masks={t: np.concatenate([part.masks[t] for part in parts]) for t in parts[0].masks},
+        source=" + ".join(names), sources=np.concatenate(ids), source_names=names)
 
 
 def unlabelled_split(paths: list[str], source: str = "images") -> EncodedSplit:

@@ -1,4 +1,7 @@
-"""Config -> train/val/test splits (encoded) -> DataLoaders. The one place data is assembled."""
+"""Config -> train/val/test splits (encoded) -> DataLoaders. The one place data is assembled.
+
+A *source* is one label table: `data.train_table` for the tasks without a table of their own,
+and each `tasks.<name>.table`. Every source is split on its own; the splits concatenate them."""
 
 from __future__ import annotations
 
@@ -9,7 +12,8 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from polyhead.config.schema import Config, DataConfig
-from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, encode_table
+from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, concat_splits, encode_table
+from polyhead.data.sampling import SourceSampler
 from polyhead.data.tables import LabelTable, check_columns, random_split, read_table, split_by_column
 from polyhead.data.transforms import build_train_transform
 from polyhead.errors import DataError
@@ -32,30 +36,43 @@ class DataSplits:
         for name in ("train", "val", "test"):
             split = getattr(self, name)
             if split is not None:
-                out[name] = {"rows": len(split), "labelled": split.labelled()}
+                out[name] = {"rows": len(split), "labelled": split.labelled(), "sources": split.rows_per_source()}
         return out
 
 
-def _read(cfg: Config, path: str) -> LabelTable:
-    d = cfg.data
-    return read_table(path, image_column=d.image_column, root=d.root, folder_task=d.folder_task)
+@dataclass
+class Source:
+    """One label table and the tasks it labels (every other task is masked out on its rows)."""
+
+    table: LabelTable
+    tasks: list[str]
+    main: bool  # data.train_table (with data.val_table / data.test_table), else a tasks.<name>.table
 
 
-def _split_tables(cfg: Config, table: LabelTable) -> dict[str, LabelTable | None]:
+def _read(cfg: Config, path: str, folder_task: str | None = None) -> LabelTable:
     d = cfg.data
-    if d.split_column:
+    return read_table(path, image_column=d.image_column, root=d.root, folder_task=folder_task or d.folder_task)
+
+
+def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: list[str] | None = None,
+                  need_split_column: bool = True) -> dict[str, LabelTable | None]:
+    """train/val/test parts of one source. `tasks` (default: all) are the tasks it labels, for
+    `data.stratify`. With several sources, a source without `data.split_column` is split at random
+    (`need_split_column=False`); only `main` gets data.val_table / data.test_table."""
+    d = cfg.data
+    if d.split_column and (need_split_column or d.split_column in table.frame.columns):
         idx = split_by_column(table, d.split_column)
         parts = {k: (table.subset(v, k) if len(v) else None) for k, v in idx.items()}
         if parts["train"] is None:
             raise DataError(f"split column '{d.split_column}' of '{table.source}' marks no row as 'train'")
     else:
         fractions = {}
-        if d.val_table is None and d.val_fraction > 0:
+        if (d.val_table is None or not main) and d.val_fraction > 0:
             fractions["val"] = d.val_fraction
-        if d.test_table is None and d.test_fraction > 0:
+        if (d.test_table is None or not main) and d.test_fraction > 0:
             fractions["test"] = d.test_fraction
         strata = None
-        if d.stratify:
+        if d.stratify and (tasks is None or d.stratify in tasks):
             task = cfg.tasks[d.stratify]
             col = task.column or d.stratify
             check_columns(table, {d.stratify: col})
@@ -64,30 +81,65 @@ def _split_tables(cfg: Config, table: LabelTable) -> dict[str, LabelTable | None
         parts = {k: (table.subset(v, k) if len(v) else None) for k, v in idx.items()}
         parts.setdefault("val", None)
         parts.setdefault("test", None)
-    if d.val_table:
+    if main and d.val_table:
         parts["val"] = _read(cfg, d.val_table)
-    if d.test_table:
+    if main and d.test_table:
         parts["test"] = _read(cfg, d.test_table)
     return parts
 
 
-def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = None) -> DataSplits:
-    """Read the tables, infer missing class lists from train, encode every split."""
-    table = _read(cfg, cfg.data.train_table)
-    parts = _split_tables(cfg, table)
-    train = parts["train"]
-    check_columns(train, {n: t.column for n, t in tasks.items()})
+def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> list[Source]:
+    """The shared train table for tasks without `table`, then one source per distinct per-task table."""
+    own: dict[str, list[str]] = {}
     for name, task in tasks.items():
-        if task.fit_classes(train.frame[task.column], train.source) and console is not None:
-            shown = ", ".join(task.classes[:30]) + (" ..." if len(task.classes) > 30 else "")
-            console.print(f"[bold]{name}[/] ({task.type}): {len(task.classes)} classes inferred from the training table: {shown}")
-        if task.type == "multiclass" and task.num_outputs < 2:
-            raise DataError(f"task '{name}' has a single class ({task.classes[0]!r}) in '{train.source}'; "
-                            f"a multiclass task needs at least two (declare them in tasks.{name}.classes)")
-    encoded = {k: (encode_table(v, tasks) if v is not None else None) for k, v in parts.items()}
+        if task.config.table:
+            own.setdefault(task.config.table, []).append(name)
+    shared = [name for name in tasks if name not in {n for names in own.values() for n in names}]
+    sources = []
+    if shared:
+        if not cfg.data.train_table:
+            raise DataError(f"task(s) {', '.join(shared)} have no table: set data.train_table or tasks.<name>.table")
+        sources.append(Source(_read(cfg, cfg.data.train_table), shared, main=True))
+    elif cfg.data.train_table and console is not None:
+        console.print(f"data.train_table '{cfg.data.train_table}' is not used: every task has its own table")
+    for path, names in own.items():
+        # an image folder's class names label its (single) task
+        table = _read(cfg, path, folder_task=tasks[names[0]].column if len(names) == 1 else None)
+        check_columns(table, {n: tasks[n].column for n in names})
+        sources.append(Source(table, names, main=False))
+    return sources
+
+
+def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = None) -> DataSplits:
+    """Read the tables, split each source, infer missing class lists from train, encode every split.
+
+    With several sources (per-task tables) each split concatenates the sources' parts; a row
+    is labelled only for the tasks of its own source."""
+    sources = _sources(cfg, tasks, console)
+    # data.split_column must be in some table (a typo is an error); tables without it split at random
+    need = not any(cfg.data.split_column in s.table.frame.columns for s in sources)
+    parts = [_split_tables(cfg, s.table, main=s.main, tasks=s.tasks, need_split_column=need) for s in sources]
+    for source, part in zip(sources, parts):
+        train = part["train"]
+        check_columns(train, {n: tasks[n].column for n in source.tasks})
+        for name in source.tasks:
+            task = tasks[name]
+            if task.fit_classes(train.frame[task.column], train.source) and console is not None:
+                shown = ", ".join(task.classes[:30]) + (" ..." if len(task.classes) > 30 else "")
+                where = "the training table" if len(sources) == 1 else f"'{train.source}'"
+                console.print(f"[bold]{name}[/] ({task.type}): {len(task.classes)} classes inferred from {where}: {shown}")
+            if task.type == "multiclass" and task.num_outputs < 2:
+                raise DataError(f"task '{name}' has a single class ({task.classes[0]!r}) in '{train.source}'; "
+                                f"a multiclass task needs at least two (declare them in tasks.{name}.classes)")
+    encoded: dict[str, EncodedSplit | None] = {}
+    for split in ("train", "val", "test"):
+        pieces = [encode_table(part[split], tasks, only=source.tasks)
+                  for source, part in zip(sources, parts) if part[split] is not None]
+        encoded[split] = concat_splits(pieces) if pieces else None
+    train_sources = {n: part["train"].source for source, part in zip(sources, parts) for n in source.tasks}
     for name, count in encoded["train"].labelled().items():
         if count == 0:
-            raise DataError(f"task '{name}' has no labelled row in the training split of '{train.source}'")
+            raise DataError(f"task '{name}' has no labelled row in the training split of '{train_sources[name]}'")
     return DataSplits(encoded["train"], encoded["val"], encoded["test"])
 
 
@@ -96,8 +148,13 @@ def _loader(split: EncodedSplit, cfg: Config, *, train: bool, batch_size: int) -
     size = image_size(d)
     transform = build_train_transform(d.augment, size, d.channels) if train else None
     ds = MultiTaskDataset(split, channels=d.channels, size=size, transform=transform)
-    generator = torch.Generator().manual_seed(cfg.training.seed) if train else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=train, drop_last=train and len(ds) > batch_size,
+    sampler = None
+    if train and len(split.source_names) > 1:  # several tables: data.sampling mixes them
+        sampler = SourceSampler(split.sources, mode=d.sampling, temperature=d.sampling_temperature,
+                                seed=cfg.training.seed)
+    generator = torch.Generator().manual_seed(cfg.training.seed) if train and sampler is None else None
+    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      drop_last=train and len(ds) > batch_size,
                       num_workers=d.num_workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=d.num_workers > 0, generator=generator)
 

@@ -1,0 +1,80 @@
+"""How a training epoch draws rows from several source tables.
+
+When tasks take their labels from their own tables (`tasks.<name>.table`), the training
+split is the concatenation of those sources and `EncodedSplit.sources` holds each row's
+source id. The mode decides how often each source is seen:
+
+    proportional   every row once per epoch, shuffled (a big source dominates)
+    round_robin    each drawn row comes from a source chosen uniformly at random
+    temperature    source s is chosen with probability ~ n_s^(1/T): T=1 is proportional,
+                   T -> inf is round-robin (T=2 up-weights small sources by the square root)
+
+For `round_robin` and `temperature` an epoch still has len(split) draws; a row is drawn
+uniformly with replacement inside its source, so a small source repeats and a big one is
+subsampled.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+MODES = ("proportional", "round_robin", "temperature")
+
+
+def source_probabilities(sizes: np.ndarray, mode: str, temperature: float = 2.0) -> np.ndarray:
+    """float64 [S]: the chance that a draw comes from each source (sources with 0 rows get 0)."""
+    sizes = np.asarray(sizes, dtype=np.float64)
+    if mode == "proportional":
+        weights = sizes
+    elif mode == "round_robin":
+        weights = (sizes > 0).astype(np.float64)
+    elif mode == "temperature":
+        weights = np.where(sizes > 0, sizes ** (1.0 / temperature), 0.0)
+    else:
+        raise ValueError(f"unknown sampling mode {mode!r}; expected one of {', '.join(MODES)}")
+    return weights / weights.sum()
+
+
+class SourceSampler(Sampler[int]):
+    """Yields len(sources) row positions per epoch, mixing sources by `mode`.
+
+    sources: int [N], the source id of each row. The order depends only on (seed, epoch):
+    `set_epoch` (called by Lightning before each epoch) picks the epoch; without it each
+    new iteration moves on to the next epoch, so epochs differ and reruns repeat."""
+
+    def __init__(self, sources: np.ndarray, *, mode: str = "proportional", temperature: float = 2.0, seed: int = 0):
+        self.sources = np.asarray(sources, dtype=np.int64)
+        self.mode, self.temperature, self.seed = mode, float(temperature), int(seed)
+        self.epoch = 0
+        num = int(self.sources.max()) + 1 if len(self.sources) else 0
+        self.members = [np.flatnonzero(self.sources == s) for s in range(num)]  # row positions per source
+        self.probs = source_probabilities(np.array([len(m) for m in self.members]), mode, self.temperature)
+
+    def __len__(self) -> int:
+        return len(self.sources)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def indices(self, epoch: int) -> np.ndarray:
+        """int64 [N]: the row positions drawn in `epoch`."""
+        g = torch.Generator().manual_seed(self.seed + epoch)
+        n = len(self.sources)
+        if self.mode == "proportional" or n == 0:
+            return torch.randperm(n, generator=g).numpy()
+        chosen = torch.multinomial(torch.as_tensor(self.probs), n, replacement=True, generator=g).numpy()
+        out = np.empty(n, dtype=np.int64)
+        for s, rows in enumerate(self.members):
+            slots = np.flatnonzero(chosen == s)
+            if len(slots):
+                out[slots] = rows[torch.randint(len(rows), (len(slots),), generator=g).numpy()]
+        return out
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        self.epoch += 1  # the next iteration is a new epoch unless set_epoch says otherwise
+        return iter(self.indices(epoch).tolist())
