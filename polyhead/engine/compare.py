@@ -69,7 +69,7 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     from polyhead.data.module import _read, _split_tables
 
     table = _read(cfg, cfg.data.train_table)
-    parts = _split_tables(cfg, table)
+    parts = _split_tables(cfg, table, tasks=_main_table_tasks(cfg))
     frame = table.frame.copy()
     frame[SPLIT_COLUMN] = "train"
     for name in ("val", "test"):
@@ -81,11 +81,17 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     return path
 
 
+def _main_table_tasks(cfg: Config) -> list[str]:
+    """Tasks labelled by data.train_table (the others have their own `tasks.<name>.table`)."""
+    return [name for name, t in cfg.tasks.items() if not t.table]
+
+
 def _needs_shared_split(cfg: Config) -> bool:
     d = cfg.data
     random = not d.split_column and ((d.val_fraction > 0 and not d.val_table) or
                                      (d.test_fraction > 0 and not d.test_table))
-    return bool(d.stratify) and random
+    # Only the main table is stratified (a per-task table is split at random on its own).
+    return bool(d.stratify) and random and bool(d.train_table) and d.stratify in _main_table_tasks(cfg)
 
 
 def _use_split_table(sub: Config, path: Path) -> None:
@@ -163,8 +169,8 @@ def compare(cfg: Config, console: Console | None = None, inference_iters: int = 
     folder = make_run_dir(cfg, name_hint)
     if _needs_shared_split(cfg):
         split_table = _materialise_split(cfg, folder)
-        for sub in singles.values():
-            _use_split_table(sub, split_table)
+        for name in _main_table_tasks(cfg):
+            _use_split_table(singles[name], split_table)
 
     plan = [(MTL, copy.deepcopy(cfg))] + [(f"single-{n}", sub) for n, sub in singles.items()]
     results = {}

@@ -80,3 +80,19 @@ def test_one_task_is_refused(dataset, capsys):
     err = capsys.readouterr().err
     assert "compare needs at least two tasks" in err and len(err.strip().splitlines()) == 1
     assert not (dataset / "cmp").exists()  # refused before any work
+
+
+def test_compare_with_a_per_task_table_and_stratified_main_table(tmp_path):
+    from conftest import make_dataset, write_config
+
+    from polyhead.cli.main import main as cli
+
+    make_dataset(tmp_path, n=80).drop(columns=["red"]).to_csv(tmp_path / "main.csv", index=False)
+    make_dataset(tmp_path / "extra", n=60, seed=3)[["image", "red"]].to_csv(tmp_path / "extra" / "red.csv", index=False)
+    write_config(tmp_path / "c.yaml", "main.csv", epochs=1)
+    rc = cli(["compare", str(tmp_path / "c.yaml"), f"output_dir={tmp_path / 'cmp'}", "run_name=x",
+              f"tasks.red.table={tmp_path / 'extra' / 'red.csv'}", "data.stratify=quadrant", "data.test_fraction=0.2",
+              "--inference-iters", "2"])
+    assert rc == 0
+    report = json.loads((tmp_path / "cmp" / "x" / "comparison.json").read_text())
+    assert set(report["tasks"]) == {"quadrant", "red", "tags"}
