@@ -98,3 +98,16 @@ def _available_cpus() -> int:
 
 def _digits(n: int) -> int:
     return max(5, len(str(max(n - 1, 0))))
+
+
+def write_table(out: Path, split: str, table, missing: dict[str, int]) -> dict:
+    """Write `out/<split>.parquet`; returns the split's entry of a preparer's summary."""
+    path = out / f"{split}.parquet"
+    table.to_parquet(path, index=False)
+    return {"rows": len(table), "table": str(path), "images": str(out / "images" / split), "missing": missing}
+
+
+def summary(dataset: str, out: Path, source: str, files: dict, splits: dict, seconds: float) -> dict:
+    """The dict every preparer returns (printed by `polyhead prepare`)."""
+    return {"dataset": dataset, "out": str(out), "source": source, "files": files, "splits": splits,
+            "seconds": round(seconds, 2)}

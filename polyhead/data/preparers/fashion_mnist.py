@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from polyhead.data.preparers._idx import IDX_FILES, load_split, locate, read_idx
-from polyhead.data.preparers._output import blank_labels, check_args, image_paths, write_pngs
+from polyhead.data.preparers._output import (blank_labels, check_args, image_paths, summary, write_pngs,
+                                             write_table)
 
 __all__ = [
     "CATEGORIES",
@@ -115,23 +116,10 @@ def prepare_fashion_mnist(
     for split, (images, labels) in arrays.items():
         blank = missing_fraction if split == "train" else 0.0
         table, missing = _label_table(split, labels, len(images), blank, seed)
-        table_path = out / f"{split}.parquet"
-        table.to_parquet(table_path, index=False)
-        splits[split] = {
-            "rows": len(table),
-            "table": str(table_path),
-            "images": str(out / "images" / split),
-            "missing": missing,
-        }
+        splits[split] = write_table(out, split, table, missing)
 
-    return {
-        "dataset": "fashion-mnist",
-        "out": str(out),
-        "source": where,
-        "files": {name: str(files[key]) for key, name in IDX_FILES.items()},
-        "splits": splits,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    files_used = {name: str(files[key]) for key, name in IDX_FILES.items()}
+    return summary("fashion-mnist", out, where, files_used, splits, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------- label tables

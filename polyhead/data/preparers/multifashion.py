@@ -42,7 +42,8 @@ import numpy as np
 import pandas as pd
 
 from polyhead.data.preparers._idx import IDX_FILES, load_split, locate
-from polyhead.data.preparers._output import blank_labels, check_args, image_paths, write_pngs
+from polyhead.data.preparers._output import (blank_labels, check_args, image_paths, summary, write_pngs,
+                                             write_table)
 from polyhead.data.preparers.fashion_mnist import CATEGORIES
 
 __all__ = ["CANVAS", "MAX_SHIFT", "SIZES", "compose", "prepare_multifashion"]
@@ -116,23 +117,10 @@ def prepare_multifashion(
         blank = missing_fraction if split == "train" else 0.0
         missing = blank_labels(columns, blank, np.random.default_rng(blank_seq))
         table = table.assign(**columns)
-        table_path = out / f"{split}.parquet"
-        table.to_parquet(table_path, index=False)
-        splits[split] = {
-            "rows": len(table),
-            "table": str(table_path),
-            "images": str(out / "images" / split),
-            "missing": missing,
-        }
+        splits[split] = write_table(out, split, table, missing)
 
-    return {
-        "dataset": "multifashion",
-        "out": str(out),
-        "source": where,
-        "files": {name: str(files[key]) for key, name in IDX_FILES.items()},
-        "splits": splits,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
+    files_used = {name: str(files[key]) for key, name in IDX_FILES.items()}
+    return summary("multifashion", out, where, files_used, splits, time.perf_counter() - start)
 
 
 def _draw(rng: np.random.Generator, n: int, n_items: int) -> np.ndarray:
