@@ -8,6 +8,14 @@ from pathlib import Path
 import lightning as L
 
 
+class EpochEnd(L.Callback):
+    """Runs the module's epoch-end updates; listed before the checkpoint callbacks (Lightning
+    calls callbacks before the module's own hook, which would be too late for the checkpoint)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pl_module.end_epoch()
+
+
 class EpochHistory(L.Callback):
     """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight."""
 

@@ -28,7 +28,7 @@ from rich.console import Console
 from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
 from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
-from polyhead.engine.callbacks import EpochHistory
+from polyhead.engine.callbacks import EpochEnd, EpochHistory
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.summary import metrics_table
@@ -186,10 +186,16 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
 def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console) -> L.Trainer:
     t = cfg.training
     monitor, mode = _monitor(cfg, has_val, console)
+    # Order matters: epoch-end updates and the history row first, then the checkpoints, all at the
+    # end of the training epoch (after validation), when train/ and val/ metrics both exist.
+    ckpt = L.pytorch.callbacks.ModelCheckpoint
     callbacks: list[L.Callback] = [
-        L.pytorch.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor,
-                                            mode=mode, save_last=True, save_top_k=1, enable_version_counter=False),
+        EpochEnd(),
         EpochHistory(run_dir / "history.csv"),
+        ckpt(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
+             save_on_train_epoch_end=True, enable_version_counter=False),
+        ckpt(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
+             save_on_train_epoch_end=True, enable_version_counter=False),
     ]
     if t.early_stopping.enabled:
         callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping.patience,

@@ -126,7 +126,10 @@ class MultiTaskModule(L.LightningModule):
             self.log(f"train/{name}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
         return total.detach()
 
-    def on_train_epoch_end(self):
+    def end_epoch(self):
+        """Once per epoch, after validation: the weighting method's and the plateau schedule's
+        updates. Called by the `EpochEnd` callback, which runs before checkpoints are written,
+        so a checkpoint always holds the state the next epoch starts from."""
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
         task_means = {t: metrics[f"train/{t}/loss"] for t in self.tasks if f"train/{t}/loss" in metrics}
         self.weighting.on_epoch_end(task_means)

@@ -8,9 +8,10 @@ import torch
 from safetensors.torch import load_file
 
 from polyhead.cli.main import main
+from polyhead.weighting import WEIGHTINGS, build_weighting
 
 
-@pytest.mark.parametrize("method", ["uncertainty", "famo", "dwa"])
+@pytest.mark.parametrize("method", sorted(WEIGHTINGS))
 def test_resume_continues_with_method_state(dataset, method):
     run = dataset / "runs" / "r"
     base = ["train", str(dataset / "config.yaml"), f"output_dir={dataset / 'runs'}", "run_name=r",
@@ -19,7 +20,8 @@ def test_resume_continues_with_method_state(dataset, method):
     first = pd.read_csv(run / "history.csv")
     state = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     method_state = {k: v for k, v in state.items() if k.startswith("weighting.")}
-    assert method_state, "the weighting method's state is in the checkpoint"
+    expected = {f"weighting.{k}" for k in build_weighting(method, ["quadrant", "red", "tags"]).state_dict()}
+    assert set(method_state) == expected  # every buffer/parameter of the method is checkpointed
 
     assert main(["train", "--resume", str(run), "training.epochs=4"]) == 0
     history = pd.read_csv(run / "history.csv")
@@ -28,6 +30,7 @@ def test_resume_continues_with_method_state(dataset, method):
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 3
     assert set(k for k in resumed["state_dict"] if k.startswith("weighting.")) == set(method_state)
+    assert history["weights/quadrant"].notna().all()  # weights reported every epoch, before and after
     assert load_file(str(run / "model" / "backbone.safetensors"))
 
 
