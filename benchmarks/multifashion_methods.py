@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyhead.cli.main import _default_cpu_threads  # noqa: E402
+from polyhead.cli.main import default_cpu_threads  # noqa: E402
 
-_default_cpu_threads()
+default_cpu_threads()
 
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402

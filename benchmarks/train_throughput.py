@@ -24,9 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from polyhead.cli.main import _default_cpu_threads  # noqa: E402
+from polyhead.cli.main import default_cpu_threads  # noqa: E402
 
-_default_cpu_threads()  # before torch loads, exactly as the CLI does
+default_cpu_threads()  # before torch loads, exactly as the CLI does
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402

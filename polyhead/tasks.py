@@ -92,6 +92,12 @@ class Task:
     # ---- training ----------------------------------------------------------------
     def loss(self, logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
         """Mean loss over the labelled rows; None when no row of the batch is labelled."""
+        if not bool(mask.any()):
+            return None
+        return self.labelled_loss(logits[mask], targets[mask])
+
+    def labelled_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean loss of labelled rows only: logits [n, K], targets of those n rows."""
         raise NotImplementedError
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
@@ -148,14 +154,11 @@ class MulticlassTask(Task):
             targets[i] = index[key]
         return targets, targets >= 0
 
-    def loss(self, logits, targets, mask):
-        if not bool(mask.any()):
-            return None
+    def labelled_loss(self, logits, targets):
         weight = None
         if self.config.class_weights is not None:
             weight = torch.as_tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
-        return F.cross_entropy(logits[mask], targets[mask], weight=weight,
-                               label_smoothing=self.config.label_smoothing)
+        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
 
     def activate(self, logits):
         return torch.softmax(logits.float(), dim=-1)
@@ -215,14 +218,13 @@ class BinaryTask(Task):
                                 f"{', '.join(values[:10])}")
             neg = others[0] if others else ("0" if label_str(pos) == "1" else f"not {pos}")
             return [neg, label_str(pos)]
-        for true_set in (_TRUE,):
-            if lowered <= (true_set | _FALSE):
-                trues = [v for v in values if v.lower() in true_set]
-                falses = [v for v in values if v.lower() in _FALSE]
-                if len(trues) <= 1 and len(falses) <= 1:
-                    t = trues[0] if trues else _pair(falses[0])
-                    f = falses[0] if falses else _pair(trues[0])
-                    return [f, t]
+        if lowered <= (_TRUE | _FALSE):  # 0/1, true/false, yes/no...: the true token is positive
+            trues = [v for v in values if v.lower() in _TRUE]
+            falses = [v for v in values if v.lower() in _FALSE]
+            if len(trues) <= 1 and len(falses) <= 1:
+                t = trues[0] if trues else _pair(falses[0])
+                f = falses[0] if falses else _pair(trues[0])
+                return [f, t]
         if len(values) != 2:
             raise DataError(f"binary task '{self.name}': column '{self.column}' in {table} must hold two values "
                             f"(or 0/1, true/false, yes/no), found {len(values)}: {', '.join(values[:10])}; "
@@ -243,13 +245,8 @@ class BinaryTask(Task):
             targets[i] = hit
         return targets, ~np.isnan(targets)
 
-    def loss(self, logits, targets, mask):
-        if not bool(mask.any()):
-            return None
-        pw = None
-        if self.config.pos_weight is not None:
-            pw = torch.tensor(self.config.pos_weight, dtype=logits.dtype, device=logits.device)
-        return F.binary_cross_entropy_with_logits(logits[mask, 0], targets[mask].to(logits.dtype), pos_weight=pw)
+    def labelled_loss(self, logits, targets):
+        return _bce(logits[:, 0], targets, self.config.pos_weight)
 
     def activate(self, logits):
         return torch.sigmoid(logits.float())
@@ -276,6 +273,12 @@ class BinaryTask(Task):
         out["average_precision"] = M.binary_average_precision(p, t).item() if both else None
         out["confusion_matrix"] = M.binary_confusion_matrix(p, t, threshold=thr).tolist()
         return out
+
+
+def _bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | None) -> torch.Tensor:
+    """Sigmoid BCE (binary [n] or multilabel [n, K]); `pos_weight` scales positive examples."""
+    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
 
 
 def _pair(token: str) -> str:
@@ -337,13 +340,8 @@ class MultilabelTask(Task):
             mask[i] = True
         return targets, mask
 
-    def loss(self, logits, targets, mask):
-        if not bool(mask.any()):
-            return None
-        pw = None
-        if self.config.pos_weight is not None:
-            pw = torch.full((logits.shape[1],), self.config.pos_weight, dtype=logits.dtype, device=logits.device)
-        return F.binary_cross_entropy_with_logits(logits[mask], targets[mask].to(logits.dtype), pos_weight=pw)
+    def labelled_loss(self, logits, targets):
+        return _bce(logits, targets, self.config.pos_weight)
 
     def activate(self, logits):
         return torch.sigmoid(logits.float())

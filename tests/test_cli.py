@@ -68,3 +68,17 @@ def test_predict_errors(dataset, capsys):
                  "--out", str(dataset / "p.txt")]) == 2
     assert "use a .parquet or .csv" in capsys.readouterr().err
     assert not (dataset / "p.txt").exists()
+
+
+def test_evaluate_names_tasks_it_cannot_score(dataset, capsys):
+    import pandas as pd
+
+    from conftest import write_config
+
+    write_config(dataset / "config.yaml", "labels.csv", epochs=1)
+    assert main(["train", str(dataset / "config.yaml"), f"output_dir={dataset / 'runs'}", "run_name=r"]) == 0
+    pd.read_csv(dataset / "labels.csv").drop(columns=["red"]).to_csv(dataset / "partial.csv", index=False)
+    capsys.readouterr()
+    assert main(["evaluate", str(dataset / "runs" / "r"), "--table", str(dataset / "partial.csv"),
+                 "--num-workers", "0"]) == 0
+    assert "not scored: red (no column 'red')" in capsys.readouterr().out

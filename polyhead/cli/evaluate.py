@@ -32,5 +32,8 @@ def run(args) -> int:
     out.write_text(json.dumps({"table": str(Path(args.table).resolve()), "metrics": metrics}, indent=2))
     console = Console()
     console.print(metrics_table(metrics, predictor.tasks, f"metrics on {args.table}"))
+    skipped = [f"{name} (no column '{t.column}')" for name, t in predictor.tasks.items() if name not in metrics]
+    if skipped:
+        console.print(f"[yellow]not scored: {', '.join(skipped)}[/]")
     console.print(f"written: {out}")
     return 0

@@ -35,7 +35,7 @@ def _one_line(exc: BaseException) -> str:
     return text
 
 
-def _default_cpu_threads() -> None:
+def default_cpu_threads() -> None:
     """Leave a core for the DataLoader workers. Must run before torch is imported (OpenMP reads the
     variable once). On the 2-core demo machine this is ~5% faster end-to-end than a pool on every
     core (docs/benchmarks.md); the user's own OMP_NUM_THREADS always wins."""
@@ -45,7 +45,7 @@ def _default_cpu_threads() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     if "torch" not in sys.modules:
-        _default_cpu_threads()
+        default_cpu_threads()
     parser = build_parser()
     args = parser.parse_args(argv)
     from polyhead.errors import PolyheadError

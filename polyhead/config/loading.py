@@ -128,9 +128,9 @@ def _apply_value_override(cfg: DictConfig, ov, schema: DictConfig) -> DictConfig
         parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
         default = OmegaConf.select(schema, key, default="__absent__")
         with open_dict(parent):
-            if default == "__absent__" or isinstance(parent, DictConfig) and not _is_schema_field(schema, key):
+            if default == "__absent__":  # a user-added key (a task, a weighting arg): remove it
                 del parent[leaf]
-            else:
+            else:  # a schema key: back to its default
                 parent[leaf] = default
         return cfg
     if ov.is_add() and exists:
@@ -141,12 +141,6 @@ def _apply_value_override(cfg: DictConfig, ov, schema: DictConfig) -> DictConfig
     for part in reversed(key.split(".")):  # a.b=v -> {"a": {"b": v}}: merging validates against the schema
         nested = {part: nested}
     return _merge(cfg, nested, where, schema)
-
-
-def _is_schema_field(schema: DictConfig, key: str) -> bool:
-    parent_key, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(schema, parent_key) if parent_key else schema
-    return isinstance(parent, DictConfig) and leaf in parent and OmegaConf.get_type(parent) is not dict
 
 
 def compose(config_path: str | Path | None = None, overrides: Iterable[str] = ()) -> DictConfig:

@@ -99,7 +99,9 @@ def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> li
     if shared:
         if not cfg.data.train_table:
             raise DataError(f"task(s) {', '.join(shared)} have no table: set data.train_table or tasks.<name>.table")
-        sources.append(Source(_read(cfg, cfg.data.train_table), shared, main=True))
+        table = _read(cfg, cfg.data.train_table)
+        check_columns(table, {n: tasks[n].column for n in shared})
+        sources.append(Source(table, shared, main=True))
     elif cfg.data.train_table and console is not None:
         console.print(f"data.train_table '{cfg.data.train_table}' is not used: every task has its own table")
     for path, names in own.items():
@@ -120,8 +122,7 @@ def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = 
     need = not any(cfg.data.split_column in s.table.frame.columns for s in sources)
     parts = [_split_tables(cfg, s.table, main=s.main, tasks=s.tasks, need_split_column=need) for s in sources]
     for source, part in zip(sources, parts):
-        train = part["train"]
-        check_columns(train, {n: tasks[n].column for n in source.tasks})
+        train = part["train"]  # columns were checked when the source was read
         for name in source.tasks:
             task = tasks[name]
             if task.fit_classes(train.frame[task.column], train.source) and console is not None:

@@ -121,9 +121,10 @@ class MultiTaskModule(L.LightningModule):
             for t, w in self.weighting.task_weights().items():
                 self.log(f"weights/{t}", float(w), on_step=False, on_epoch=True, batch_size=1)
         self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
-        for name, loss in losses.items():
-            n = int(batch["mask"][name].sum())
-            self.log(f"train/{name}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=n)
+        # Each task's epoch mean is weighted by its labelled rows; one host sync for all the counts.
+        counts = torch.stack([batch["mask"][name].sum() for name in losses]).tolist()
+        for (name, loss), n in zip(losses.items(), counts):
+            self.log(f"train/{name}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=int(n))
         return total.detach()
 
     def end_epoch(self):
@@ -145,16 +146,17 @@ class MultiTaskModule(L.LightningModule):
         for name, task in self.tasks.items():
             mask = batch["mask"][name]
             loss = task.loss(logits[name], batch["targets"][name], mask)
-            if loss is not None:
+            if loss is not None:  # sums stay on the device; read once at epoch end
                 acc = self._val_loss[name]
-                n = int(mask.sum())
-                acc[0] += float(loss) * n
-                acc[1] += n
+                n = mask.sum()
+                acc[0] = acc[0] + loss.detach().float() * n
+                acc[1] = acc[1] + n
         self._val.update(logits, batch)
 
     def on_validation_epoch_end(self):
         total = 0.0
         for name, (s, n) in self._val_loss.items():
+            s, n = float(s), int(n)
             if n:
                 self.log(f"val/{name}/loss", s / n)
                 total += s / n
