@@ -17,6 +17,8 @@ SECTIONS = [("tasks.<name>", schema.TaskConfig), ("data", schema.DataConfig),
             ("model.small_cnn", schema.SmallCNNConfig), ("model.head", schema.HeadConfig),
             ("optimizer", schema.OptimizerConfig), ("scheduler", schema.SchedulerConfig),
             ("training", schema.TrainingConfig), ("training.early_stopping", schema.EarlyStoppingConfig),
+            ("tracking", schema.TrackingConfig), ("tracking.mlflow", schema.MlflowConfig),
+            ("tracking.clearml", schema.ClearMLConfig), ("report", schema.ReportConfig),
             ("(top level)", schema.Config)]
 
 

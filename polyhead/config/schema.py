@@ -67,6 +67,8 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-time augmentation
     sampling: str = "proportional"  # how training draws from several tables (train_table, tasks.<name>.table): proportional | round_robin | temperature
     sampling_temperature: float = 2.0  # `temperature` sampling: table s is drawn with probability ~ rows_s^(1/T)
+    validate: str = "header"  # check every table row and image before training: off | header (open each file's header, fast) | full (decode every image)
+    on_bad_image: str = "error"  # a missing, unreadable or oversized image: error (stop, list them all) | skip (train without those rows, listed in skipped_rows.csv)
 
 
 @dataclass
@@ -144,6 +146,34 @@ class TrainingConfig:
     limit_train_batches: Optional[float] = None  # for smoke runs: a fraction or a count
     limit_val_batches: Optional[float] = None  # for smoke runs: a fraction or a count
     progress_bar: bool = True  # show progress bars
+    on_nonfinite_loss: str = "error"  # a NaN or infinite task loss: error (stop, naming task, step and rows) | skip (drop that batch's update)
+
+
+@dataclass
+class MlflowConfig:
+    uri: Optional[str] = None  # tracking URI (a server http://..., or sqlite:///path.db); default: sqlite:///<output_dir>/mlflow.db
+    log_model: bool = True  # upload the model bundle as a run artifact
+
+
+@dataclass
+class ClearMLConfig:
+    offline: bool = False  # record the run in a local offline session (no server), importable later
+
+
+@dataclass
+class TrackingConfig:
+    enabled: bool = True  # master switch: false logs nothing to any tracker (history.csv is still written)
+    trackers: List[str] = field(default_factory=lambda: ["mlflow", "tensorboard", "csv"])  # any of: mlflow, tensorboard, csv, clearml
+    experiment: str = "polyhead"  # experiment (MLflow, TensorBoard folder) or project (ClearML) name
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)  # MLflow options
+    clearml: ClearMLConfig = field(default_factory=ClearMLConfig)  # ClearML options
+
+
+@dataclass
+class ReportConfig:
+    enabled: bool = True  # plots and report.html after train and evaluate
+    worst_examples: int = 16  # images per task in the worst-classified grid
+    max_classes_annotated: int = 12  # confusion matrices with more classes are not annotated cell by cell
 
 
 @dataclass
@@ -154,5 +184,7 @@ class Config:
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)  # preset group: optimizer=sgd
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)  # preset group: scheduler=plateau
     training: TrainingConfig = field(default_factory=TrainingConfig)  # loop, weighting, checkpoints
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)  # experiment trackers (MLflow by default)
+    report: ReportConfig = field(default_factory=ReportConfig)  # plots and the HTML report
     output_dir: str = "runs"  # run folders are created under this
     run_name: Optional[str] = None  # default: <config name>-<timestamp>

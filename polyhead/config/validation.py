@@ -116,6 +116,8 @@ def validate_data(cfg: Config) -> None:
             _fail(f"data.{key}", value, f"{d.channels} numbers (one per channel, data.channels={d.channels})")
     if d.std is not None and any(s <= 0 for s in d.std):
         _fail("data.std", d.std, "positive numbers")
+    _one_of("data.validate", d.validate, ("off", "header", "full"))
+    _one_of("data.on_bad_image", d.on_bad_image, ("error", "skip"))
     a = d.augment
     _positive("data.augment.crop_padding", a.crop_padding, allow_zero=True)
     _positive("data.augment.rotation", a.rotation, allow_zero=True)
@@ -174,9 +176,26 @@ def validate_training(cfg: Config) -> None:
     _positive("training.early_stopping.patience", t.early_stopping.patience)
     _positive("training.limit_train_batches", t.limit_train_batches)
     _positive("training.limit_val_batches", t.limit_val_batches)
+    _one_of("training.on_nonfinite_loss", t.on_nonfinite_loss, ("error", "skip"))
     monitors_ok = t.monitor.startswith(("val/", "train/"))
     if not monitors_ok:
         _fail("training.monitor", t.monitor, "a logged metric such as 'val/loss' or 'val/<task>/accuracy'")
+
+
+TRACKER_NAMES = ("mlflow", "tensorboard", "csv", "clearml")
+
+
+def validate_tracking(cfg: Config) -> None:
+    for i, name in enumerate(cfg.tracking.trackers):
+        _one_of(f"tracking.trackers[{i}]", name, TRACKER_NAMES)
+    if len(set(cfg.tracking.trackers)) != len(cfg.tracking.trackers):
+        _fail("tracking.trackers", cfg.tracking.trackers, "a list without duplicates")
+    if not cfg.tracking.experiment.strip():
+        _fail("tracking.experiment", cfg.tracking.experiment, "a non-empty name")
+    if cfg.report.worst_examples < 0:
+        _fail("report.worst_examples", cfg.report.worst_examples, "an integer >= 0")
+    if cfg.report.max_classes_annotated < 0:
+        _fail("report.max_classes_annotated", cfg.report.max_classes_annotated, "an integer >= 0")
 
 
 def validate(cfg: Config) -> None:
@@ -184,6 +203,7 @@ def validate(cfg: Config) -> None:
     validate_data(cfg)
     validate_model(cfg)
     validate_training(cfg)
+    validate_tracking(cfg)
     from polyhead.weighting import WEIGHTINGS
 
     WEIGHTINGS[cfg.training.weighting].check_args(cfg.training.weighting_args, list(cfg.tasks))
