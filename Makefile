@@ -8,7 +8,9 @@ TORCH   := torch==2.14.1 torchvision==0.29.1
 FMNIST  ?= /usr/share/datasets/fashion-mnist
 DATA    ?= data/fashion-mnist
 
-.PHONY: install demo data test bench clean
+CHROMIUM ?= /usr/bin/chromium
+
+.PHONY: install demo data test bench clean browser
 
 install: $(VENV)/.installed
 
@@ -35,7 +37,17 @@ data: $(DATA)/train.parquet
 demo: install data
 	$(PH) train configs/fashion_mnist.yaml
 
-test: install
+# Debian's Chromium opens report.html headless in the report test (no browser download).
+browser:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq chromium; \
+	  else \
+	    echo "note: $(CHROMIUM) not found ('sudo apt-get install chromium'); the report test is skipped outside CI"; \
+	  fi; \
+	fi
+
+test: install browser
 	$(PY) -m pytest -q
 
 bench: install data
