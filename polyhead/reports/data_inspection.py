@@ -5,7 +5,8 @@
     samples_augmented.png   the same samples after the training augmentation, several draws each
     label_distribution.png  per task, counts per class and split plus rows missing the label
     data_report.json        {"splits": {split: {task: {"rows", "labelled", "missing", "counts": {class: n}}}},
-                             "warnings": [str], "samples": [{"split_index", "path", "labels": {task: str}}]}
+                             "warnings": [str], "augmentation": str or None (none configured),
+                             "samples": [{"split_index", "path", "labels": {task: str}}]}
 """
 
 from __future__ import annotations
@@ -159,7 +160,7 @@ def plot_label_distribution(counts: dict[str, dict[str, dict]], tasks: dict[str,
         ax.set_xlim(0, top * 1.15)
         kind = {"multilabel": "rows carrying each label"}.get(task.type, "rows per class")
         ax.set_title(f"{name} ({task.type}, {len(task.classes)} classes): {kind}", fontsize=10, loc="left")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside: never over a bar
         ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
@@ -190,7 +191,7 @@ def inspect_splits(splits: dict[str, EncodedSplit | None], tasks: dict[str, Task
     _augmented_grid(images, captions, out / "samples_augmented.png", transform, augment, draws, seed)
     plot_label_distribution(counts, tasks, out / "label_distribution.png")
 
-    report = {"splits": counts, "warnings": warnings,
+    report = {"splits": counts, "warnings": warnings, "augmentation": augment if transform is not None else None,
               "samples": [{"split_index": i, "path": train.paths[i],
                            "labels": {n: label_text(train, i, t) for n, t in tasks.items()}} for i in picked]}
     (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))

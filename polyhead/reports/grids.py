@@ -48,8 +48,10 @@ def save_image_grid(images: Sequence[torch.Tensor], captions: Sequence[str], pat
     wrapped = [_wrap(c, chars) for c in captions]
     lines = max((w.count("\n") + 1 for w in wrapped), default=1)
     caption_inches = lines * font_size * 1.45 / 72 + 0.08
-    title_inches = 0.5 if title else 0.1
     fig_w = columns * (cell_inches + 0.15) + 0.2
+    if title:  # wrapped to the figure's width, so a narrow grid does not clip it
+        title = "\n".join(textwrap.wrap(title, max(16, int(fig_w * 72 / ((font_size + 3) * 0.6)))))
+    title_inches = (title.count("\n") + 1) * (font_size + 3) * 1.4 / 72 + 0.25 if title else 0.1
     fig_h = rows * (cell_inches + caption_inches + 0.1) + title_inches
     fig, axes = plt.subplots(rows, columns, figsize=(fig_w, fig_h), squeeze=False)
     for k, ax in enumerate(axes.flat):
