@@ -3,7 +3,7 @@
 Run folder:
     config.yaml      resolved config (inferred class lists written in), rebuilds the run
     data.json        rows and labelled rows per split and task
-    model_summary.json  parameters per component (backbone or trunk and branches, each head)
+    model_summary.json  input size; parameters and MACs per component (backbone or trunk and branches, each head)
     history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
     checkpoints/     best.ckpt, last.ckpt (Lightning)
     model/           the bundle (see polyhead.model.bundle)
@@ -150,7 +150,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
     _print_data_summary(console, splits, run_dir)
-    summary = model_summary(model)
+    summary = model_summary(model, (prep.channels, *prep.image_size))
     (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
     console.print(summary_table(summary))
 

@@ -78,10 +78,16 @@ def test_branched_training_bundle_round_trip(dataset):
     x = torch.randint(0, 255, (2, 3, 16, 16), dtype=torch.uint8)
     assert set(bundle.model(x)) == {"quadrant", "red", "tags"}
     assert json.loads((run / "metrics.json").read_text())["val"]["quadrant"]["accuracy"] > 0.5
-    summary = {r["component"]: r["parameters"] for r in json.loads((run / "model_summary.json").read_text())}
+    written = json.loads((run / "model_summary.json").read_text())
+    assert written["input_size"] == [3, 16, 16]
+    summary = {r["component"]: r["parameters"] for r in written["components"]}
     assert summary["branch 'position' (quadrant, tags)"] == summary["branch 'colour' (red)"] > 0
     assert "trunk (up to blocks.1)" in summary and "head 'red'" in summary
     assert sum(v for k, v in summary.items() if k != "total") == summary["total"]
+    macs = {r["component"]: r["macs"] for r in written["components"]}
+    assert macs["branch 'position' (quadrant, tags)"] == macs["branch 'colour' (red)"] > 0
+    assert macs["trunk (up to blocks.1)"] > 0 and "other" not in macs
+    assert sum(v for k, v in macs.items() if k != "total") == macs["total"] == written["macs_per_image"]
 
 
 def test_branch_config_errors(dataset, capsys):
