@@ -12,7 +12,7 @@ import sys
 
 from polyhead import __version__
 
-VERBS = ("train", "evaluate", "predict", "prepare", "compare")
+VERBS = ("train", "evaluate", "predict", "prepare", "compare", "validate-data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
     for verb in VERBS:
-        importlib.import_module(f"polyhead.cli.{verb}").add_parser(sub)
+        importlib.import_module(f"polyhead.cli.{verb.replace('-', '_')}").add_parser(sub)
     return parser
 
 
