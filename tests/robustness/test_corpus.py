@@ -217,6 +217,8 @@ def _variant(corpus, tmp_path, table: pd.DataFrame, name="labels.csv", config_ex
     table["image"] = [str(corpus["folder"] / p) for p in table["image"]]
     if name.endswith(".jsonl"):
         table.to_json(tmp_path / name, orient="records", lines=True)
+    elif name.endswith(".parquet"):
+        table.to_parquet(tmp_path / name, index=False)
     else:
         table.to_csv(tmp_path / name, index=False, **write)
     write_config(tmp_path / "config.yaml", name, epochs=1, extra=config_extra)
@@ -233,16 +235,20 @@ def test_label_outside_declared_classes(corpus, tmp_path, capsys):
 
 
 def test_empty_and_nan_labels_are_masked(corpus, tmp_path, capsys):
-    """An empty CSV cell and a JSONL null are missing labels: the row trains the other tasks."""
+    """An empty CSV cell, a JSONL null and a Parquet NaN are missing labels: the row trains the other tasks."""
     t = corpus["base"].copy()
     train_rows = t.index[t["split"] == "train"]
     t.loc[train_rows[0], "red"] = None
     t.loc[train_rows[1], "tags"] = None
-    for name in ("labels.csv", "labels.jsonl"):
+    t["weight"] = [float(i % 2) for i in range(len(t))]
+    t.loc[train_rows[2], "weight"] = float("nan")  # a float column: a real NaN in Parquet
+    for name in ("labels.csv", "labels.jsonl", "labels.parquet"):
         cfg = _variant(corpus, tmp_path, t, name=name)
-        code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split")
+        code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split", "+tasks.heavy.type=binary",
+                           "tasks.heavy.column=weight")
         n = len(train_rows)
-        assert code == 0 and f"train: {n} rows (labelled per task: quadrant {n}, red {n - 1}, tags {n - 1})" in out, out
+        assert code == 0 and (f"train: {n} rows (labelled per task: quadrant {n}, red {n - 1}, tags {n - 1}, "
+                              f"heavy {n - 1})") in out, (name, out)
 
 
 def test_multilabel_unknown_label(corpus, tmp_path, capsys):
