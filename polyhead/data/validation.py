@@ -4,7 +4,8 @@ Two depths:
 - header (fast): the file exists, is a non-empty file, Pillow identifies it from its header
   (format, size, mode), its size is under `PIL.Image.MAX_IMAGE_PIXELS` (read from the header,
   nothing is decoded), its mode is one `polyhead.data.images` converts, and its tail shows it
-  is complete (JPEG: an EOI marker FF D9 after the last scan; PNG: an IEND chunk);
+  is complete (JPEG: an EOI marker FF D9 after the last scan, searched past the image data
+  only when the last 16 KiB lack it; PNG: an IEND chunk);
 - full: all of the above, then every image is decoded with `load_image`.
 
 Paths are checked once each (an image used by several rows), on a thread pool: Pillow
@@ -140,23 +141,42 @@ def _check_header(path: str) -> tuple[str, str] | None:
 
 
 def _check_tail(path: str, fmt: str | None) -> tuple[str, str] | None:
-    """A truncated JPEG lacks its end-of-image marker, a truncated PNG its IEND chunk. A few KiB of
-    trailing bytes after them (padding, camera extras) are tolerated: the marker is searched in the tail."""
+    """A truncated JPEG lacks its end-of-image marker, a truncated PNG its IEND chunk. Trailing bytes
+    after them (padding, camera extras, a motion photo's video) are tolerated."""
     if fmt not in ("JPEG", "PNG"):
         return None
     with open(path, "rb") as fh:
         fh.seek(0, os.SEEK_END)
         fh.seek(max(0, fh.tell() - TAIL_BYTES))
         tail = fh.read()
-    if fmt == "JPEG":
+        if fmt == "PNG":
+            return None if tail.rfind(b"IEND") >= 0 else (
+                "truncated", "truncated PNG: no IEND chunk at the end of the file")
         # FF D9 cannot occur inside entropy-coded data (FF is stuffed with 00), so an EOI after
         # the last start-of-scan (FF DA) in the tail is the real end, not an EXIF thumbnail's
         eoi, sos = tail.rfind(b"\xff\xd9"), tail.rfind(b"\xff\xda")
-        if eoi < 0 or eoi < sos:
-            return "truncated", "truncated JPEG: no end-of-image marker (FF D9) at the end of the file"
-    elif tail.rfind(b"IEND") < 0:
-        return "truncated", "truncated PNG: no IEND chunk at the end of the file"
-    return None
+        if eoi >= 0 and eoi > sos or _jpeg_has_eoi(fh):
+            return None
+    return "truncated", "truncated JPEG: no end-of-image marker (FF D9) after the image data"
+
+
+def _jpeg_has_eoi(fh) -> bool:
+    """Slow path (long trailing data): walk the segments to the main image's first scan, then
+    look for an EOI anywhere after it."""
+    fh.seek(2)  # after SOI
+    while True:
+        head = fh.read(4)
+        if len(head) < 4 or head[0] != 0xFF:
+            return False
+        if head[1] == 0xDA:  # start of scan: entropy-coded data follows
+            break
+        fh.seek(int.from_bytes(head[2:4], "big") - 2, os.SEEK_CUR)
+    previous = b""
+    while chunk := fh.read(1 << 20):
+        if b"\xff\xd9" in previous[-1:] + chunk:
+            return True
+        previous = chunk
+    return False
 
 
 def _check_decode(path: str, channels: int, size: tuple[int, int]) -> tuple[str, str] | None:

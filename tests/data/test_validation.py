@@ -23,6 +23,17 @@ def test_jpeg_with_trailing_bytes_is_complete(tmp_path):
     assert V.check_image(str(tmp_path / "cut.jpg"))[0] == "truncated"
 
 
+def test_jpeg_with_long_trailing_data(tmp_path):
+    """A motion photo appends megabytes after the EOI; the marker is then found after the scan data."""
+    data = _jpeg(tmp_path / "a.jpg").read_bytes()
+    garbage = np.random.default_rng(3).integers(0, 255, 200_000, dtype=np.uint8).tobytes() + b"\xff\xda\x00"
+    (tmp_path / "motion.jpg").write_bytes(data + garbage)
+    (tmp_path / "cut_long.jpg").write_bytes(data[: len(data) // 2] + b"\x00" * 50_000)  # cut, then padded
+    assert V.check_image(str(tmp_path / "motion.jpg")) is None
+    assert V.check_image(str(tmp_path / "cut_long.jpg")) == (
+        "truncated", "truncated JPEG: no end-of-image marker (FF D9) after the image data")
+
+
 def test_each_path_is_checked_once(tmp_path, monkeypatch):
     good = str(_jpeg(tmp_path / "a.jpg"))
     calls = []

@@ -114,7 +114,7 @@ def _make_special_images(folder: Path) -> dict[str, str]:
 IMAGE_CASES = {
     "img-missing-file": ("missing", r"nope\.png: file not found$"),
     "img-zero-bytes": ("empty", r"zero\.png: the file is empty \(0 bytes\)$"),
-    "img-truncated-jpeg": ("truncated", r"truncated\.jpg: truncated JPEG: no end-of-image marker \(FF D9\)"),
+    "img-truncated-jpeg": ("truncated", r"truncated\.jpg: truncated JPEG: no end-of-image marker \(FF D9\) after the image data$"),
     "img-truncated-png": ("truncated", r"truncated\.png: truncated PNG: no IEND chunk"),
     "img-text-named-jpg": ("not_an_image", r"text\.jpg: not an image file, or a format Pillow cannot read"),
     "img-directory": ("not_a_file", r"folder\.png: it is a directory, not a file"),
