@@ -138,6 +138,14 @@ def _unknown_label(task: Task, table: str, row, value, extra: str = "") -> DataE
                      f"(classes: {shown}){extra}")
 
 
+def _numeric_hint(task: Task, key: str) -> str:
+    """A number where the declared classes are names: most likely class indices, not class names."""
+    if _natural_key(key)[0] != 0 or any(_natural_key(c)[0] == 0 for c in task.classes):
+        return ""
+    return (f"; the column holds a number but tasks.{task.name}.classes are names: write the class names "
+            f"in the table, or declare the numbers as tasks.{task.name}.classes")
+
+
 class MulticlassTask(Task):
     type = "multiclass"
     main_metric = "accuracy"
@@ -150,7 +158,7 @@ class MulticlassTask(Task):
                 continue
             key = label_str(value)
             if key not in index:
-                raise _unknown_label(self, table, row, value)
+                raise _unknown_label(self, table, row, value, _numeric_hint(self, key))
             targets[i] = index[key]
         return targets, targets >= 0
 
@@ -241,7 +249,7 @@ class BinaryTask(Task):
             key = label_str(value)
             hit = lut.get(key, lut.get(key.lower()))
             if hit is None:
-                raise _unknown_label(self, table, row, value, f"; positive is '{pos}'")
+                raise _unknown_label(self, table, row, value, f"; positive is '{pos}'" + _numeric_hint(self, key))
             targets[i] = hit
         return targets, ~np.isnan(targets)
 

@@ -12,7 +12,7 @@ import sys
 
 from polyhead import __version__
 
-VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data")
+VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data")
 
 
 def build_parser() -> argparse.ArgumentParser:

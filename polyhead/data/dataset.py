@@ -50,6 +50,14 @@ class EncodedSplit:
     def labelled(self) -> dict[str, int]:
         return {t: int(m.sum()) for t, m in self.masks.items()}
 
+    def take(self, positions: np.ndarray) -> "EncodedSplit":
+        """The rows at `positions` (int [M], in order), e.g. without the rows whose image is bad."""
+        positions = np.asarray(positions, dtype=np.int64)
+        return EncodedSplit(paths=[self.paths[i] for i in positions], rows=self.rows[positions],
+                            targets={t: v[positions] for t, v in self.targets.items()},
+                            masks={t: m[positions] for t, m in self.masks.items()}, source=self.source,
+                            sources=self.sources[positions], source_names=list(self.source_names))
+
     def rows_per_source(self) -> dict[str, int]:
         counts = np.bincount(self.sources, minlength=len(self.source_names))
         return {name: int(c) for name, c in zip(self.source_names, counts)}

@@ -5,7 +5,7 @@ and each `tasks.<name>.table`. Every source is split on its own; the splits conc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
@@ -30,6 +30,8 @@ class DataSplits:
     train: EncodedSplit
     val: EncodedSplit | None
     test: EncodedSplit | None
+    skipped: dict[str, int] | None = None  # rows dropped per split for a bad image (data.on_bad_image=skip)
+    skipped_rows: list[dict] = field(default_factory=list)  # skipped_rows.csv: split, table, row, image, reason
 
     def summary(self) -> dict:
         out = {}
@@ -37,6 +39,8 @@ class DataSplits:
             split = getattr(self, name)
             if split is not None:
                 out[name] = {"rows": len(split), "labelled": split.labelled(), "sources": split.rows_per_source()}
+                if self.skipped is not None:
+                    out[name]["skipped"] = self.skipped.get(name, 0)
         return out
 
 

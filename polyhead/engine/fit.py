@@ -2,7 +2,8 @@
 
 Run folder:
     config.yaml      resolved config (inferred class lists written in), rebuilds the run
-    data.json        rows and labelled rows per split and task
+    data.json        rows and labelled rows per split and task (and rows skipped for a bad image)
+    skipped_rows.csv rows dropped for a bad image with data.on_bad_image=skip: split, table, row, image, reason
     model_summary.json  input size; parameters and MACs per component (backbone or trunk and branches, each head)
     history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
     checkpoints/     best.ckpt, last.ckpt (Lightning)
@@ -28,6 +29,7 @@ from rich.console import Console
 from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
 from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
+from polyhead.data.validation import check_before_training, write_skipped_rows
 from polyhead.engine.callbacks import EpochEnd, EpochHistory
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
@@ -141,6 +143,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     set_cpu_threads(cfg, console)
     tasks = build_tasks(cfg.tasks)
     splits = build_splits(cfg, tasks, console)
+    splits = check_before_training(cfg, tasks, splits, console)  # data.validate, data.on_bad_image
     for name, task in tasks.items():  # write inferred classes into the saved config
         cfg.tasks[name].classes = list(task.classes)
     model, spec, prep = build_model_from_config(cfg, tasks)
@@ -149,6 +152,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     run_dir, ckpt = (make_run_dir(cfg, name_hint), None) if resume is None else (run_dir, ckpt)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
+    write_skipped_rows(run_dir, splits)
     _print_data_summary(console, splits, run_dir)
     summary = model_summary(model, (prep.channels, *prep.image_size))
     (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))

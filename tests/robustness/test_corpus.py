@@ -1,0 +1,479 @@
+"""The bad-input corpus: every case is a user's input and the exact outcome polyhead gives it.
+
+Outcomes: an error (exit status 2, one line on stderr naming file/row/column/key), a problem
+line from `polyhead validate-data` (exit status 1 for bad images, 0 for warnings only), a row
+skipped by `data.on_bad_image=skip`, or "accepted" with what the input became. Every case id
+below is listed in docs/robustness.md (checked by `test_every_case_is_documented`)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import make_dataset, write_config
+from polyhead.cli.main import main
+from polyhead.data.images import load_image
+
+SIZE = (16, 16)
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def user_error(capsys, argv, pattern: str) -> str:
+    """The CLI ends with status 2 and one stderr line matching `pattern`."""
+    code, out, err = cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, (code, err)
+    assert re.search(pattern, lines[0]), lines[0]
+    return lines[0]
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A valid-looking PNG whose IHDR declares width x height, with a tiny IDAT (never decodable)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def solid(color, mode="RGB", size=(16, 16)) -> Image.Image:
+    return Image.new(mode, size, color)
+
+
+# ---- the image corpus: one table, one validate-data run ---------------------------------------
+def _make_special_images(folder: Path) -> dict[str, str]:
+    """case id -> image path as written in the table (relative unless the case is about that)."""
+    (folder / "special").mkdir()
+    s = folder / "special"
+    jpeg = s / "good.jpg"
+    # 64x64 noise: most of the file is scan data, where a cut download usually ends
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(jpeg, quality=95)
+    data = jpeg.read_bytes()
+    (s / "truncated.jpg").write_bytes(data[: int(len(data) * 0.7)])
+    png = s / "good.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(png)
+    data = png.read_bytes()
+    (s / "truncated.png").write_bytes(data[: int(len(data) * 0.6)])
+    (s / "zero.png").write_bytes(b"")
+    (s / "text.jpg").write_text("this is not an image\n")
+    (s / "folder.png").mkdir()
+    solid((0, 255, 255, 0), "CMYK").save(s / "cmyk.jpg", quality=95)  # pure red in CMYK
+    Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)).save(s / "deep16.png")
+    solid((10, 200, 10), size=(1, 1)).save(s / "one_pixel.png")
+    frames = [solid((250, 0, 0)), solid((0, 0, 250))]
+    frames[0].save(s / "animated.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    (s / "my images").mkdir()
+    solid((0, 0, 200)).save(s / "my images" / "ünïcødé café.png")
+    solid((200, 200, 0)).save(s / "absolute.png")
+    png_header_only(s / "bomb.png", 40000, 40000)  # 1.6e9 pixels: above twice the limit
+    png_header_only(s / "over_limit.png", 10000, 10000)  # 1e8: above the limit, under twice it
+    # a complete-looking PNG (IEND present) whose compressed pixel data is garbage: only decoding finds it
+    raw = b"\x78\x9c" + bytes(range(250, 256)) * 8
+    good = png.read_bytes()
+    start = good.index(b"IDAT") - 4
+    length = struct.unpack(">I", good[start:start + 4])[0]
+    idat = struct.pack(">I", len(raw)) + b"IDAT" + raw + struct.pack(">I", zlib.crc32(b"IDAT" + raw))
+    (s / "short_data.png").write_bytes(good[:start] + idat + good[start + 12 + length:])
+    return {
+        "img-missing-file": "special/nope.png",
+        "img-zero-bytes": "special/zero.png",
+        "img-truncated-jpeg": "special/truncated.jpg",
+        "img-truncated-png": "special/truncated.png",
+        "img-text-named-jpg": "special/text.jpg",
+        "img-directory": "special/folder.png",
+        "img-decompression-bomb": "special/bomb.png",
+        "img-over-pixel-limit": "special/over_limit.png",
+        "img-corrupt-pixel-data": "special/short_data.png",
+        "img-cmyk-jpeg": "special/cmyk.jpg",
+        "img-16bit-png": "special/deep16.png",
+        "img-1x1": "special/one_pixel.png",
+        "img-animated-gif": "special/animated.gif",
+        "img-unicode-spaces-path": "special/my images/ünïcødé café.png",
+        "img-absolute-path": str((s / "absolute.png").resolve()),
+        "img-relative-path": "special/good.jpg",
+    }
+
+
+# case id -> (kind, message regex) in header mode; None = accepted
+IMAGE_CASES = {
+    "img-missing-file": ("missing", r"nope\.png: file not found$"),
+    "img-zero-bytes": ("empty", r"zero\.png: the file is empty \(0 bytes\)$"),
+    "img-truncated-jpeg": ("truncated", r"truncated\.jpg: truncated JPEG: no end-of-image marker \(FF D9\) after the image data$"),
+    "img-truncated-png": ("truncated", r"truncated\.png: truncated PNG: no IEND chunk"),
+    "img-text-named-jpg": ("not_an_image", r"text\.jpg: not an image file, or a format Pillow cannot read"),
+    "img-directory": ("not_a_file", r"folder\.png: it is a directory, not a file"),
+    "img-decompression-bomb": ("too_large", r"bomb\.png: .*1600000000 pixels.*MAX_IMAGE_PIXELS"),
+    "img-over-pixel-limit": ("too_large", r"over_limit\.png: 10000x10000 = 100000000 pixels is above Pillow's "
+                                          r"decompression-bomb limit PIL\.Image\.MAX_IMAGE_PIXELS"),
+    "img-corrupt-pixel-data": None,  # header mode accepts it; --full refuses it (test below)
+    "img-cmyk-jpeg": None, "img-16bit-png": None, "img-1x1": None, "img-animated-gif": None,
+    "img-unicode-spaces-path": None, "img-absolute-path": None, "img-relative-path": None,
+}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """A folder with 20 good images (train/val/test by a split column) plus one train row per
+    special image; `validate-data --out problems.json` has been run on it once."""
+    folder = tmp_path_factory.mktemp("corpus")
+    base = make_dataset(folder, n=20, with_split=True)
+    special = _make_special_images(folder)
+    extra = pd.DataFrame([{"image": p, "quadrant": "tl", "red": "yes", "tags": "top", "split": "train"}
+                          for p in special.values()])
+    table = pd.concat([base, extra], ignore_index=True)
+    table.to_csv(folder / "labels.csv", index=False)
+    rows = {case: len(base) + 1 + i for i, case in enumerate(special)}  # 1-based table rows
+    write_config(folder / "config.yaml", "labels.csv", epochs=1, extra="")
+    argv = ["validate-data", folder / "config.yaml", "data.split_column=split", "--out", folder / "problems.json"]
+    code = main([str(a) for a in argv])
+    problems = json.loads((folder / "problems.json").read_text())
+    return {"folder": folder, "base": base, "special": special, "rows": rows, "code": code, "problems": problems}
+
+
+@pytest.mark.parametrize("case", list(IMAGE_CASES))
+def test_image_case_header_mode(corpus, case):
+    found = [p for p in corpus["problems"] if p["row"] == corpus["rows"][case] and p["severity"] == "error"]
+    expected = IMAGE_CASES[case]
+    if expected is None:
+        assert found == [], found
+        return
+    (p,) = found
+    kind, pattern = expected
+    line = f"{p['table']}, row {p['row']}, column '{p['column']}': {p['image']}: {p['message']}"
+    assert p["kind"] == kind and p["split"] == "train" and p["column"] == "image"
+    assert p["table"].endswith("labels.csv [train]") and re.search(pattern, line), line
+
+
+def test_validate_data_lines_and_exit_status(corpus, capsys):
+    folder = corpus["folder"]
+    assert corpus["code"] == 1  # bad images found
+    code, out, _ = cli(capsys, "validate-data", folder / "config.yaml", "data.split_column=split")
+    assert code == 1
+    row = corpus["rows"]["img-missing-file"]
+    expected = f"error: {folder / 'labels.csv'} [train], row {row}, column 'image': {folder / 'special/nope.png'}: file not found"
+    assert expected in out.splitlines(), out
+    bad = sum(1 for v in IMAGE_CASES.values() if v is not None)
+    assert re.search(rf"checked 36 rows \(train 28, val 4, test 4\) and 36 distinct images \(header\): {bad} error\(s\)", out)
+
+
+def test_validate_data_csv_out_and_clean_exit(corpus, capsys, tmp_path):
+    """Exit status 0 on a clean table; --out FILE.csv lists the problems."""
+    folder = corpus["folder"]
+    corpus["base"].to_csv(folder / "clean.csv", index=False)
+    code, out, _ = cli(capsys, "validate-data", folder / "config.yaml", "data.split_column=split",
+                       f"data.train_table={folder / 'clean.csv'}", "--out", tmp_path / "p.csv")
+    assert code == 0 and "0 error(s), 0 warning(s)" in out
+    assert (tmp_path / "p.csv").read_text().splitlines() == [
+        "kind,severity,split,table,row,column,image,message"]
+
+
+def test_full_mode_decodes(corpus, capsys, tmp_path):
+    """img-corrupt-pixel-data: its header and IEND are fine, decoding fails (--full only)."""
+    folder, row = corpus["folder"], corpus["rows"]["img-corrupt-pixel-data"]
+    code, out, _ = cli(capsys, "validate-data", folder / "config.yaml", "data.split_column=split", "--full",
+                       "--out", tmp_path / "p.json")
+    assert code == 1
+    found = [p for p in json.loads((tmp_path / "p.json").read_text()) if p["row"] == row]
+    assert len(found) == 1 and found[0]["kind"] == "decode", found
+    assert re.search(r"truncated|corrupt", found[0]["message"]), found[0]["message"]
+    assert "(full)" in out
+
+
+@pytest.mark.parametrize("case, check", [
+    ("img-cmyk-jpeg", lambda t: t.shape == (3, 16, 16) and t[0].float().mean() > 200 and t[1].float().mean() < 60),
+    ("img-16bit-png", lambda t: t.shape == (3, 16, 16) and int(t.min()) == 255),  # 65535 -> 255, not clipped
+    ("img-1x1", lambda t: t.shape == (3, 16, 16) and t[1].float().mean() > 150),
+    ("img-animated-gif", lambda t: t[0].float().mean() > 200 and t[2].float().mean() < 60),  # first frame: red
+    ("img-unicode-spaces-path", lambda t: t[2].float().mean() > 150),
+    ("img-absolute-path", lambda t: t[0].float().mean() > 150 and t[2].float().mean() < 60),
+])
+def test_accepted_images_become(corpus, case, check):
+    """What an accepted image becomes: an RGB uint8 [3, 16, 16] tensor with the expected colours."""
+    p = Path(corpus["special"][case])
+    tensor = load_image(p if p.is_absolute() else corpus["folder"] / p, channels=3, size=SIZE)
+    assert check(tensor), tensor.float().mean(dim=(1, 2))
+
+
+# ---- tables and labels ---------------------------------------------------------------------------
+def _variant(corpus, tmp_path, table: pd.DataFrame, name="labels.csv", config_extra="", **write) -> Path:
+    """The base images (absolute paths) with a modified table in tmp_path; returns the config."""
+    table = table.copy()
+    table["image"] = [str(corpus["folder"] / p) for p in table["image"]]
+    if name.endswith(".jsonl"):
+        table.to_json(tmp_path / name, orient="records", lines=True)
+    elif name.endswith(".parquet"):
+        table.to_parquet(tmp_path / name, index=False)
+    else:
+        table.to_csv(tmp_path / name, index=False, **write)
+    write_config(tmp_path / "config.yaml", name, epochs=1, extra=config_extra)
+    return tmp_path / "config.yaml"
+
+
+def test_label_outside_declared_classes(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t.loc[2, "quadrant"] = "purple"
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "tasks.quadrant.classes=[tl,tr,bl,br]"],
+               r"labels\.csv \[train\], row 3, column 'quadrant': label 'purple' is not a class of task "
+               r"'quadrant' \(classes: tl, tr, bl, br\)$")
+
+
+def test_empty_and_nan_labels_are_masked(corpus, tmp_path, capsys):
+    """An empty CSV cell, a JSONL null and a Parquet NaN are missing labels: the row trains the other tasks."""
+    t = corpus["base"].copy()
+    train_rows = t.index[t["split"] == "train"]
+    t.loc[train_rows[0], "red"] = None
+    t.loc[train_rows[1], "tags"] = None
+    t["weight"] = [float(i % 2) for i in range(len(t))]
+    t.loc[train_rows[2], "weight"] = float("nan")  # a float column: a real NaN in Parquet
+    for name in ("labels.csv", "labels.jsonl", "labels.parquet"):
+        cfg = _variant(corpus, tmp_path, t, name=name)
+        code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split", "+tasks.heavy.type=binary",
+                           "tasks.heavy.column=weight")
+        n = len(train_rows)
+        assert code == 0 and (f"train: {n} rows (labelled per task: quadrant {n}, red {n - 1}, tags {n - 1}, "
+                              f"heavy {n - 1})") in out, (name, out)
+
+
+def test_multilabel_unknown_label(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t.loc[0, "tags"] = "top|blue"
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "tasks.tags.classes=[top,left,warm]"],
+               r"labels\.csv \[test\], row 1, column 'tags': label 'blue' is not a class of task 'tags'")
+
+
+def test_multilabel_wrong_delimiter_declared(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t.loc[2, "tags"] = "top,left"
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "tasks.tags.classes=[top,left,warm]"],
+               r"row 3, column 'tags': label 'top,left' is not a class of task 'tags' .*; cells are split on "
+               r"'\|' \(tasks\.tags\.delimiter\)$")
+
+
+def test_multilabel_wrong_delimiter_inferred(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t.loc[2, "tags"] = "top;left"
+    cfg = _variant(corpus, tmp_path, t)
+    code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split")
+    assert code == 0
+    assert re.search(r"warning: .*labels\.csv \[train\], row 3, column 'tags': label 'top;left' of task 'tags' "
+                     r"contains ';', but cells are split on '\|': set tasks\.tags\.delimiter=';'", out), out
+
+
+def test_numeric_labels_for_named_classes(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t["quadrant"] = [str(i % 4) for i in range(len(t))]
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "tasks.quadrant.classes=[tl,tr,bl,br]"],
+               r"labels\.csv \[train\], row 3, column 'quadrant': label '2' is not a class of task 'quadrant' .*the column holds a "
+               r"number but tasks\.quadrant\.classes are names")
+
+
+def test_task_column_missing(corpus, tmp_path, capsys):
+    cfg = _variant(corpus, tmp_path, corpus["base"])
+    user_error(capsys, ["train", cfg, "data.split_column=split", "+tasks.color.type=binary"],
+               r"table '.*labels\.csv' has no column 'color' for task 'color' \(set tasks\.color\.column\)")
+
+
+def test_empty_table(corpus, tmp_path, capsys):
+    cfg = _variant(corpus, tmp_path, corpus["base"].iloc[:0])
+    user_error(capsys, ["train", cfg], r"table '.*labels\.csv' has no rows$")
+
+
+def test_one_class_multiclass(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t["quadrant"] = "tl"
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split"],
+               r"task 'quadrant' has a single class \('tl'\) in '.*labels\.csv \[train\]'")
+
+
+def test_one_class_binary_warns(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t["red"] = "yes"
+    cfg = _variant(corpus, tmp_path, t)
+    code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split")
+    assert code == 0
+    assert re.search(r"warning: .*labels\.csv \[train\], column 'red': task 'red' has a single class \('yes'\) "
+                     r"in the train split", out), out
+
+
+def test_unknown_split_value(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t.loc[4, "split"] = "holdout"
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split"],
+               r"labels\.csv, row 5, column 'split': unknown split 'holdout'; expected train, val or test$")
+
+
+def test_duplicated_rows_and_leak_warn(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    train = t.index[t["split"] == "train"]
+    dup = t.loc[[train[0]]].copy()  # the same image twice in train
+    leak = t.loc[[train[1]]].assign(split="val")  # a train image in val
+    t = pd.concat([t, dup, leak], ignore_index=True)
+    cfg = _variant(corpus, tmp_path, t)
+    code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split")
+    assert code == 0
+    assert re.search(rf"warning: .*labels\.csv \[train\], row 21, column 'image': .*0002\.png: duplicated row: "
+                     rf"same image as row {train[0] + 1}$", out, re.M), out
+    assert re.search(rf"warning: .*labels\.csv \[val\], row 22, column 'image': .*0003\.png: also in the train "
+                     rf"split \(.*labels\.csv \[train\], row {train[1] + 1}\): a train/val leak$", out, re.M), out
+
+
+@pytest.mark.parametrize("case", ["csv-bom", "csv-semicolon"])
+def test_csv_dialects_accepted(corpus, tmp_path, capsys, case):
+    kw = {"encoding": "utf-8-sig"} if case == "csv-bom" else {"sep": ";"}
+    cfg = _variant(corpus, tmp_path, corpus["base"], **kw)
+    if case == "csv-bom":
+        assert (tmp_path / "labels.csv").read_bytes().startswith(b"\xef\xbb\xbfimage,")
+    code, out, _ = cli(capsys, "validate-data", cfg, "data.split_column=split")
+    assert code == 0 and "train: 12 rows (labelled per task: quadrant 12, red 12, tags 12)" in out, out
+
+
+# ---- config and output folder ---------------------------------------------------------------
+CONFIG_CASES = {
+    "config-unknown-key": (["training.epoch=3"], r"unknown config key 'training\.epoch'"),
+    "config-wrong-type": (["training.epochs=abc"], r"bad value for config key 'training\.epochs' \(command line "
+                                                   r"'training\.epochs=abc'\): Value 'abc' .* Integer"),
+    "config-negative-batch-size": (["data.batch_size=-4"], r"bad value for config key 'data\.batch_size': -4; "
+                                                           r"expected an integer > 0$"),
+    "config-unknown-backbone": (["model.backbone=resnet_nope"], r"unknown backbone 'model\.backbone=resnet_nope'"),
+    "config-unknown-weighting": (["training.weighting=magic"], r"bad value for config key 'training\.weighting': "
+                                                               r"'magic'; expected one of .*pcgrad"),
+    "config-bad-validate-mode": (["data.validate=deep"], r"data\.validate.*'deep'.*off, header, full"),
+}
+
+
+@pytest.mark.parametrize("case", list(CONFIG_CASES))
+def test_config_errors(corpus, capsys, case):
+    overrides, pattern = CONFIG_CASES[case]
+    user_error(capsys, ["train", corpus["folder"] / "config.yaml", *overrides], pattern)
+
+
+def test_output_dir_not_writable(corpus, tmp_path, capsys):
+    """Stopped before any training, naming the folder; nothing is written elsewhere."""
+    cfg = _training_table(corpus, tmp_path, bad=False)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    user_error(capsys, ["train", cfg, "data.split_column=split", f"output_dir={blocker}/runs"],
+               rf"cannot write the run folder '{re.escape(str(blocker))}/runs/.*' \(output_dir=.*\): Not a directory$")
+    assert blocker.read_text() == "not a folder"
+    if os.geteuid() != 0:  # root writes through permissions; everyone else is stopped by them
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        user_error(capsys, ["train", cfg, "data.split_column=split", f"output_dir={locked}/runs"],
+                   r"cannot write the run folder .*Permission denied")
+
+
+# ---- bad images during `polyhead train` ----------------------------------------------------------
+def _training_table(corpus, tmp_path, bad: bool = True) -> Path:
+    """The 20 base rows plus the accepted special images, and (bad=True) a missing and a corrupt one."""
+    special = corpus["special"]
+    keep = ["img-cmyk-jpeg", "img-16bit-png", "img-1x1", "img-animated-gif", "img-unicode-spaces-path",
+            "img-absolute-path"] + (["img-missing-file", "img-text-named-jpg"] if bad else [])
+    extra = pd.DataFrame([{"image": special[k], "quadrant": "tl", "red": "yes", "tags": "top", "split": "train"}
+                          for k in keep])
+    t = pd.concat([corpus["base"], extra], ignore_index=True)
+    t["image"] = [p if Path(p).is_absolute() else str(corpus["folder"] / p) for p in t["image"]]
+    t.to_csv(tmp_path / "labels.csv", index=False)
+    write_config(tmp_path / "config.yaml", "labels.csv", epochs=1)
+    return tmp_path / "config.yaml"
+
+
+def test_bad_images_stop_training_and_lose_nothing(corpus, tmp_path, capsys):
+    cfg = _training_table(corpus, tmp_path)
+    runs = tmp_path / "runs"
+    (runs / "earlier").mkdir(parents=True)
+    (runs / "earlier" / "metrics.json").write_text('{"kept": true}')
+    line = user_error(capsys, ["train", cfg, "data.split_column=split", f"output_dir={runs}"],
+                      rf"cannot read images: 2 bad image\(s\) found by data\.validate=header, the first: .*labels\.csv "
+                      rf"\[train\], row 27, column 'image': .*nope\.png: file not found; full list: "
+                      rf"{re.escape(str(runs))}/bad_images\.csv; to train without those rows set data\.on_bad_image=skip$")
+    assert "Traceback" not in line
+    listed = list(csv.DictReader(open(runs / "bad_images.csv")))
+    assert [(r["row"], r["kind"]) for r in listed] == [("27", "missing"), ("28", "not_an_image")]
+    assert sorted(p.name for p in runs.iterdir()) == ["bad_images.csv", "earlier"]  # no half-made run folder
+    assert (runs / "earlier" / "metrics.json").read_text() == '{"kept": true}'
+
+
+def test_skip_bad_images_trains(corpus, tmp_path, capsys):
+    """on_bad_image=skip: the missing and the corrupt row are dropped and listed; the accepted odd
+    images (CMYK, 16-bit, 1x1, GIF, unicode path, absolute path) train with the rest."""
+    cfg = _training_table(corpus, tmp_path)
+    code, out, err = cli(capsys, "train", cfg, "data.split_column=split", "data.on_bad_image=skip",
+                         f"output_dir={tmp_path / 'runs'}", "run_name=skip")
+    assert code == 0, err
+    run = tmp_path / "runs" / "skip"
+    assert "skipped 2 row(s) with bad images (data.on_bad_image=skip): train 2" in out
+    rows = list(csv.DictReader(open(run / "skipped_rows.csv")))
+    assert list(rows[0]) == ["split", "table", "row", "image", "reason"]
+    assert [(r["split"], r["row"], Path(r["image"]).name, r["reason"]) for r in rows] == [
+        ("train", "27", "nope.png", "file not found"),
+        ("train", "28", "text.jpg", "not an image file, or a format Pillow cannot read")]
+    data = json.loads((run / "data.json").read_text())
+    assert data["train"]["skipped"] == 2 and data["train"]["rows"] == 12 + 6 and data["val"]["skipped"] == 0
+    assert (run / "model").is_dir() and (run / "metrics.json").is_file()
+
+
+def test_skip_that_empties_a_split(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    t.loc[t["split"] == "val", "image"] = "special/nope.png"
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "data.on_bad_image=skip"],
+               r"every row of the val split \(.*labels\.csv \[val\]\) has a bad image; nothing is left .*"
+               r"row 2, column 'image': .*nope\.png: file not found\)$")
+
+
+def test_skip_that_leaves_a_task_unlabelled(corpus, tmp_path, capsys):
+    t = corpus["base"].copy()
+    train = t["split"] == "train"
+    t.loc[train, "red"] = None
+    t.loc[train[train].index[0], ["red", "image"]] = ["yes", "special/zero.png"]  # the only labelled row
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "data.on_bad_image=skip", "tasks.red.classes=[no,yes]"],
+               r"task 'red' has no labelled row left in the training split after skipping 1 row\(s\)")
+
+
+def test_validate_off_skips_the_check(corpus, tmp_path, capsys):
+    """data.validate=off: no check before training; the bad image stops training when it is decoded."""
+    cfg = _training_table(corpus, tmp_path)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "data.validate=off",
+                        f"output_dir={tmp_path / 'runs'}"],
+               r"cannot read image '.*(nope\.png': file not found|text\.jpg': not an image file.*)$")
+
+
+# ---- the docs list every case ----------------------------------------------------------------------
+CASE_IDS = [
+    *IMAGE_CASES, *CONFIG_CASES, "label-outside-classes", "label-empty-or-null", "multilabel-unknown-label",
+    "multilabel-wrong-delimiter-declared", "multilabel-wrong-delimiter-inferred", "numeric-labels-named-classes",
+    "task-column-missing", "table-empty", "table-one-class-multiclass", "table-one-class-binary",
+    "split-unknown-value", "table-duplicated-rows", "table-train-val-leak", "csv-bom", "csv-semicolon",
+    "output-dir-not-writable", "train-bad-images-error", "train-bad-images-skip", "skip-empties-split",
+    "skip-leaves-task-unlabelled", "validate-off", "validate-data-exit-status",
+]
+
+
+def test_every_case_is_documented():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "robustness.md").read_text()
+    assert len(CASE_IDS) >= 30 and len(set(CASE_IDS)) == len(CASE_IDS)
+    missing = [c for c in CASE_IDS if f"`{c}`" not in doc]
+    assert not missing, missing
