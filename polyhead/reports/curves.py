@@ -36,8 +36,8 @@ def plot_training(history: pd.DataFrame, tasks: dict[str, Task], out_dir: Path) 
     if lr:
         written.append(_lines(history, x, lr, "learning rate", out_dir / "learning_rate.png",
                               "Learning rate per parameter group", prefix="lr/"))
-    weights = [c for c in history.columns if c.startswith("weights/") and history[c].dropna().nunique() > 1]
-    if weights:
+    weights = [c for c in history.columns if c.startswith("weights/")]
+    if any(history[c].dropna().nunique() > 1 for c in weights):  # constant weights say nothing
         written.append(_lines(history, x, weights, "task weight", out_dir / "task_weights.png",
                               "Task weights of the weighting method", prefix="weights/"))
     return written
@@ -46,6 +46,16 @@ def plot_training(history: pd.DataFrame, tasks: dict[str, Task], out_dir: Path) 
 def _style(n: int) -> dict:
     # Markers keep a one-epoch run (a single point) visible; many epochs read better as lines.
     return {"marker": "o", "markersize": 5 if n <= 30 else 2, "linewidth": 1.8}
+
+
+def _epoch_axis(ax, x: pd.Series) -> None:
+    """Whole epochs on the x axis; a single epoch gets a little room on both sides."""
+    if len(x) <= 15:
+        ax.set_xticks(list(x))
+    else:
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    if len(x) == 1:
+        ax.set_xlim(float(x.iloc[0]) - 0.5, float(x.iloc[0]) + 0.5)
 
 
 def _train_val_panels(history: pd.DataFrame, x: pd.Series, panels: list[tuple[str, str, str]],
@@ -65,7 +75,7 @@ def _train_val_panels(history: pd.DataFrame, x: pd.Series, panels: list[tuple[st
         ax.set_xlabel("epoch")
         if ylabel:
             ax.set_ylabel(ylabel)
-        ax.xaxis.get_major_locator().set_params(integer=True)
+        _epoch_axis(ax, x)
         ax.legend(loc="best")
     for ax in list(axes.flat)[len(panels):]:
         ax.set_visible(False)
@@ -87,7 +97,7 @@ def _lines(history: pd.DataFrame, x: pd.Series, columns: list[str], ylabel: str,
         ax.set_yscale("log")  # warm-up and cosine decay span decades
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _epoch_axis(ax, x)
     ax.legend(loc="best", ncol=max(1, len(columns) // 8))
     ax.set_title(title)
     fig.tight_layout()

@@ -90,7 +90,7 @@ def plot_per_label(task: Task, probs: torch.Tensor, targets: torch.Tensor, path:
         ax.barh(y + off, [per[c][key] for c in labels], height=h, label=key, color=color)
     ax.set_yticks(y, [f"{_short(c, 24)} (n={int(per[c]['support'])})" for c in labels],
                   fontsize=10 if k <= 30 else 8)
-    ax.invert_yaxis()
+    ax.set_ylim(k - 0.5, -0.5)  # first label on top, no empty margin
     ax.set_xlim(0, 1.0)
     ax.set_xlabel("score")
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)

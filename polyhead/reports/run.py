@@ -4,8 +4,8 @@ Run folder additions:
     plots/training/*.png            learning curves (history.csv)
     plots/test/*.png                evaluation plots on the test split (plots/val/ without a test split)
     report.html                     self-contained report of the run
-    evaluations/<stem>/plots/*.png  `polyhead evaluate RUN --table <stem>.csv`
-    (report.html is written again after each evaluation and then shows every evaluation too)
+    evaluations/<stem>/plots/*.png  `polyhead evaluate RUN --table <stem>.csv` (Predictor.evaluate(plots_dir=...)),
+                                    which then writes report.html again: it shows every evaluation too
 """
 
 from __future__ import annotations
@@ -36,14 +36,4 @@ def write_run_report(run_dir: Path, tasks: dict[str, Task], outputs: dict[str, t
         split_outputs, paths = outputs[split]
         plot_evaluation(split_outputs, tasks, paths, run_dir / "plots" / split, worst=worst,
                         max_annotated=max_annotated)
-    return write_report(run_dir)
-
-
-def write_evaluation_report(run_dir: Path, stem: str, tasks: dict[str, Task], outputs: Outputs,
-                            paths: Sequence[str], *, worst: int = 16, max_annotated: int = 12) -> Path:
-    """`run_dir/evaluations/<stem>/plots/*.png`, then the run's report.html again, which shows every
-    evaluation (metrics from `evaluations/<stem>.json`, plots). Returns the report's path."""
-    run_dir = Path(run_dir)
-    plot_evaluation(outputs, tasks, paths, run_dir / "evaluations" / stem / "plots", worst=worst,
-                    max_annotated=max_annotated)
     return write_report(run_dir)
