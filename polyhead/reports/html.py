@@ -29,7 +29,7 @@ td.num{text-align:right;font-variant-numeric:tabular-nums}
 .tables{display:flex;flex-wrap:wrap;gap:18px;align-items:flex-start}
 .gallery{display:flex;flex-wrap:wrap;gap:16px;align-items:flex-start}
 figure{margin:0;border:1px solid #eaeef2;border-radius:6px;padding:8px;background:#fff;max-width:100%}
-figure img{max-width:100%;max-height:900px;height:auto;display:block}
+figure img{max-width:100%;height:auto;display:block}
 figcaption{font-size:12px;color:#57606a;margin-top:4px}
 details{margin:4px 0 10px} summary{cursor:pointer;color:#0969da;font-size:13px}
 pre{background:#f6f8fa;border:1px solid #d0d7de;border-radius:6px;padding:10px;overflow:auto;font-size:12px}
@@ -104,7 +104,20 @@ def _image(path: Path, run_dir: Path) -> str:
             f"<figcaption>{escape(rel)}</figcaption></figure>")
 
 
+_ORDER = ("losses", "metrics", "learning_rate", "task_weights", "confusion", "per_label", "roc_pr", "calibration",
+          "worst")
+
+
+def _plot_key(path: Path) -> tuple:
+    """Learning curves in reading order; evaluation plots by task, then confusion/ROC, calibration, worst."""
+    for rank, suffix in enumerate(_ORDER):
+        if path.stem == suffix or path.stem.endswith("_" + suffix):
+            return (path.parent.as_posix(), path.stem[: -len(suffix)], rank)
+    return (path.parent.as_posix(), path.stem, len(_ORDER))
+
+
 def _gallery(paths: list[Path], run_dir: Path) -> str:
+    paths = sorted(paths, key=_plot_key)
     return f'<div class="gallery">{"".join(_image(p, run_dir) for p in paths)}</div>' if paths else ""
 
 
@@ -207,4 +220,8 @@ def _model_section(summary: Any) -> str:
 
 
 def _config_section(path: Path) -> str:
-    return f"<pre>{escape(path.read_text())}</pre>" if path.is_file() else ""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    return (f"<details><summary>config.yaml, resolved ({len(text.splitlines())} lines)</summary>"
+            f"<pre>{escape(text)}</pre></details>")
