@@ -171,9 +171,10 @@ def plot_calibration(task: Task, probs: torch.Tensor, targets: torch.Tensor, pat
     ax.plot([0, 1], [0, 1], color="gray", linestyle="--", linewidth=1, label="perfect calibration")
     ax.plot(mean_conf, rate, "o", color="#d62728", markersize=5, label=f"mean {xlabel.split()[-1]} per bin")
     ax.set(ylabel=ylabel, xlim=(0, 1), ylim=(0, 1.02))
-    ax.legend(loc="upper left")
+    # Above the axes: inside, it would hide bars of an under- or over-confident model.
+    ax.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False, fontsize=8)
     ece = expected_calibration_error(conf, outcome, bins)
-    ax.set_title(f"{task.name}: reliability diagram\nECE = {ece:.3f} ({len(conf)} predictions)")
+    fig.suptitle(f"{task.name}: reliability diagram\nECE = {ece:.3f} ({len(conf)} predictions)")
     hist.bar(edges[:-1], counts, width=1 / bins, align="edge", color="#8c8c8c", edgecolor="white")
     hist.set(xlabel=xlabel, ylabel="count")
     fig.tight_layout()
