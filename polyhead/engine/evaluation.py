@@ -53,7 +53,7 @@ class OutputCollector:
             elif mask.any():
                 self._probs[name].append(probs[mask].cpu())
                 self._targets[name].append(batch["targets"][name][mask].detach().cpu())
-                self._index[name].append(index[mask.cpu()].cpu().long())
+                self._index[name].append(index.to(mask.device)[mask].cpu().long())
 
     def labelled_outputs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """{task: (probs [N, K] float, targets, index [N] int64)} of the labelled rows, on the CPU."""
