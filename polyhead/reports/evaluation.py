@@ -90,8 +90,10 @@ def plot_per_label(task: Task, probs: torch.Tensor, targets: torch.Tensor, path:
         ax.barh(y + off, [per[c][key] for c in labels], height=h, label=key, color=color)
     ax.set_yticks(y, [f"{_short(c, 24)} (n={int(per[c]['support'])})" for c in labels],
                   fontsize=10 if k <= 30 else 8)
+    for i, c in enumerate(labels):  # the F1 as a number: a zero bar is otherwise invisible
+        ax.text(per[c]["f1"] + 0.01, i + h, f"F1 {per[c]['f1']:.2f}", va="center", fontsize=8, color="#2f6b3b")
     ax.set_ylim(k - 0.5, -0.5)  # first label on top, no empty margin
-    ax.set_xlim(0, 1.0)
+    ax.set_xlim(0, 1.12)
     ax.set_xlabel("score")
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3, frameon=False)
     ax.set_title(f"{task.name}: per-label precision, recall, F1 (n={len(targets)})", loc="left", pad=22)
@@ -210,7 +212,7 @@ def _caption(task: Task, probs: torch.Tensor, targets: torch.Tensor, i: int, p: 
     pred = [c for c, x, th in zip(task.classes, probs[i].tolist(), on.tolist()) if x >= th]
     state = "on" if targets[i, label] > 0.5 else "off"
     return (f"true: {_short(', '.join(true) or '-', 26)}\npred: {_short(', '.join(pred) or '-', 26)}\n"
-            f"p({_short(task.classes[label], 12)} {state}) = {p:.2f}")
+            f"p({_short(task.classes[label], 18)} {state}) = {p:.2f}")
 
 
 def plot_worst(task: Task, probs: torch.Tensor, targets: torch.Tensor, index: torch.Tensor, paths: Sequence[str],
