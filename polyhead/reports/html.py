@@ -22,7 +22,8 @@ nav{background:#fff;border-bottom:1px solid #d0d7de;padding:8px 32px;position:st
 nav a{margin-right:16px;color:#0969da;text-decoration:none;font-size:14px}
 main{padding:8px 32px 40px;max-width:1400px}
 section{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px 20px;margin:18px 0}
-h2{font-size:20px;border-bottom:1px solid #eaeef2;padding-bottom:6px} h3{font-size:16px;margin:18px 0 8px}
+h2{font-size:20px;border-bottom:1px solid #eaeef2;padding-bottom:6px} h3{font-size:17px;margin:18px 0 8px}
+h4{font-size:15px;margin:14px 0 6px;color:#57606a}
 table{border-collapse:collapse;font-size:13px;margin:6px 0 10px}
 th,td{border:1px solid #d0d7de;padding:4px 10px;text-align:left} th{background:#f6f8fa}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
@@ -121,6 +122,14 @@ def _gallery(paths: list[Path], run_dir: Path) -> str:
     return f'<div class="gallery">{"".join(_image(p, run_dir) for p in paths)}</div>' if paths else ""
 
 
+def _task_galleries(paths: list[Path], run_dir: Path) -> str:
+    """Evaluation plots, one gallery per task (file names start with the task name)."""
+    by_task: dict[str, list[Path]] = {}
+    for png in sorted(paths, key=_plot_key):
+        by_task.setdefault(_plot_key(png)[1].rstrip("_") or png.stem, []).append(png)
+    return "".join(f"<h4>{escape(task)}</h4>{_gallery(pngs, run_dir)}" for task, pngs in by_task.items())
+
+
 def _plot_groups(run_dir: Path) -> str:
     """PNGs under plots/ other than training/, one heading per sub-folder (test and val first)."""
     root = run_dir / "plots"
@@ -132,8 +141,8 @@ def _plot_groups(run_dir: Path) -> str:
         if group != "training":
             groups.setdefault(group, []).append(png)
     order = sorted(groups, key=lambda g: ({"test": 0, "val": 1}.get(g, 2), g))
-    return "".join(f"<h3>{escape('split ' + g if g in ('test', 'val') else g)}</h3>{_gallery(groups[g], run_dir)}"
-                   for g in order)
+    heading = {"test": "split test", "val": "split val"}
+    return "".join(f"<h3>{escape(heading.get(g, g))}</h3>{_task_galleries(groups[g], run_dir)}" for g in order)
 
 
 def _task_tables(per_task: dict) -> str:
@@ -177,7 +186,7 @@ def _evaluations_section(run_dir: Path) -> str:
             html += f'<p class="muted">table: {escape(str(saved["table"]))}</p>'
         if isinstance(saved.get("metrics"), dict):
             html += _task_tables(saved["metrics"])
-        html += _gallery(sorted((root / stem / "plots").glob("*.png")), run_dir)
+        html += _task_galleries(sorted((root / stem / "plots").glob("*.png")), run_dir)
         parts.append(html)
     return "".join(parts)
 
@@ -193,7 +202,8 @@ def _data_section(data: Any) -> str:
     html = _table(["split", "rows"] + [f"labelled: {t}" for t in tasks], rows)
     sources = [[split, src, n] for split, info in data.items() for src, n in (info.get("sources") or {}).items()]
     if sources:
-        html += f"<details><summary>rows per source ({len(sources)})</summary>{_table(['split', 'source', 'rows'], sources)}</details>"
+        html += (f"<details><summary>rows per source ({len(sources)})</summary>"
+                 f"{_table(['split', 'source', 'rows'], sources)}</details>")
     return html
 
 
