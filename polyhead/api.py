@@ -88,8 +88,12 @@ class Predictor:
                           folder_task=d.folder_task if d else "label")
 
     def evaluate(self, table: str | Path, *, image_column: str | None = None, root: str | None = None,
-                 batch_size: int = 128, num_workers: int = 0, show_progress: bool = True) -> dict:
-        """Metrics per task on a labelled table (rows without a task's label are not scored for it)."""
+                 batch_size: int = 128, num_workers: int = 0, show_progress: bool = True,
+                 plots_dir: str | Path | None = None) -> dict:
+        """Metrics per task on a labelled table (rows without a task's label are not scored for it).
+
+        `plots_dir`: also write the evaluation plots there (confusion matrices, ROC/PR, calibration,
+        worst-classified images; see polyhead.reports.evaluation)."""
         tasks = self.tasks
         labelled = self._read(table, image_column, root)
         present = {n: t for n, t in tasks.items() if t.column in labelled.frame.columns}
@@ -97,8 +101,16 @@ class Predictor:
             cols = ", ".join(t.column for t in tasks.values())
             raise PolyheadError(f"table '{table}' has none of the model's label columns ({cols})")
         split = encode_table(labelled, present)
-        return evaluate_model(self.model, present, self._loader(split, batch_size, num_workers), device=self.device,
-                              show_progress=show_progress)
+        metrics, outputs = evaluate_model(self.model, present, self._loader(split, batch_size, num_workers),
+                                          device=self.device, show_progress=show_progress, return_outputs=True)
+        if plots_dir is not None:
+            from polyhead.config.schema import ReportConfig
+            from polyhead.reports.evaluation import plot_evaluation
+
+            r = self.config.report if self.config is not None else ReportConfig()
+            plot_evaluation(outputs, present, split.paths, Path(plots_dir), worst=r.worst_examples,
+                            max_annotated=r.max_classes_annotated)
+        return metrics
 
     def _source_split(self, source, image_column, root):
         if isinstance(source, (list, tuple)):

@@ -12,6 +12,8 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
     p.add_argument("--table", required=True, help="labelled CSV / Parquet / JSONL table or image folder")
     p.add_argument("--out", help="metrics JSON to write (default: RUN_DIR/evaluations/<table>.json)")
+    p.add_argument("--no-plots", action="store_true",
+                   help="skip the plots (RUN_DIR/evaluations/<table>/plots/) and the refreshed RUN_DIR/report.html")
     add_model_input_args(p)
     p.set_defaults(func=run)
 
@@ -26,8 +28,11 @@ def run(args) -> int:
     from polyhead.engine.summary import metrics_table
 
     predictor = Predictor.load(args.run_dir, args.device)
-    metrics = predictor.evaluate(args.table, **input_kwargs(args))
-    out = Path(args.out) if args.out else Path(args.run_dir) / "evaluations" / f"{Path(args.table).stem}.json"
+    evaluations = Path(args.run_dir) / "evaluations"
+    plots = not args.no_plots and (predictor.config is None or predictor.config.report.enabled)
+    plots_dir = evaluations / Path(args.table).stem / "plots" if plots else None
+    metrics = predictor.evaluate(args.table, plots_dir=plots_dir, **input_kwargs(args))
+    out = Path(args.out) if args.out else evaluations / f"{Path(args.table).stem}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"table": str(Path(args.table).resolve()), "metrics": metrics}, indent=2))
     console = Console()
@@ -36,4 +41,8 @@ def run(args) -> int:
     if skipped:
         console.print(f"[yellow]not scored: {', '.join(skipped)}[/]")
     console.print(f"written: {out}")
+    if plots:  # the run's report, written again, shows every evaluation (metrics and plots)
+        from polyhead.reports.html import write_report
+
+        console.print(f"plots: {plots_dir}\nreport: {write_report(Path(args.run_dir))}")
     return 0

@@ -16,32 +16,63 @@ from polyhead.tasks import Task
 
 
 class OutputCollector:
-    """Accumulates {task: (probs [N, K], targets)} over batches, masked per task."""
+    """Accumulates {task: (probs [N, K], targets, index [N])} over batches, masked per task.
 
-    def __init__(self, tasks: dict[str, Task]):
-        self.tasks = tasks
+    `index` is each labelled row's `batch["index"]` (its position in the split), so plots can
+    show the images behind the outputs. `deferred=True` (the training step) keeps everything on
+    the model's device and applies the masks only in `outputs()`: no host sync per batch;
+    `max_rows` then bounds the rows kept (the first ones), so an epoch's memory stays small.
+    """
+
+    def __init__(self, tasks: dict[str, Task], *, deferred: bool = False, max_rows: int | None = None):
+        self.tasks, self.deferred, self.max_rows = tasks, deferred, max_rows
         self.reset()
 
     def reset(self) -> None:
         self._probs: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
         self._targets: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
+        self._index: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
+        self._masks: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
+        self.rows = 0  # rows seen (labelled or not)
 
     def update(self, logits: dict[str, torch.Tensor], batch: dict) -> None:
+        size = next(iter(logits.values())).shape[0] if logits else 0
+        if self.max_rows is not None and self.rows >= self.max_rows:
+            return
+        index = batch.get("index")
+        index = torch.arange(self.rows, self.rows + size) if index is None else index
+        self.rows += size
         for name, task in self.tasks.items():
             mask = batch["mask"][name].bool()
-            if mask.any():
-                self._probs[name].append(task.activate(logits[name][mask]).detach().float().cpu())
+            probs = task.activate(logits[name].detach()).float()
+            if self.deferred:  # masked once in outputs(); indexing by a mask now would sync
+                self._masks[name].append(mask)
+                self._probs[name].append(probs)
+                self._targets[name].append(batch["targets"][name].detach())
+                self._index[name].append(index.to(mask.device))
+            elif mask.any():
+                self._probs[name].append(probs[mask].cpu())
                 self._targets[name].append(batch["targets"][name][mask].detach().cpu())
+                self._index[name].append(index.to(mask.device)[mask].cpu().long())
 
-    def outputs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    def labelled_outputs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """{task: (probs [N, K] float, targets, index [N] int64)} of the labelled rows, on the CPU."""
         out = {}
         for name, task in self.tasks.items():
             if self._probs[name]:
-                out[name] = (torch.cat(self._probs[name]), torch.cat(self._targets[name]))
+                p, t, i = (torch.cat(x[name]) for x in (self._probs, self._targets, self._index))
+                if self.deferred:
+                    m = torch.cat(self._masks[name])
+                    p, t, i = p[m], t[m], i[m]
+                out[name] = (p.cpu(), t.cpu(), i.cpu().long())
             else:
                 k = task.num_outputs
-                out[name] = (torch.zeros(0, k), torch.zeros(0, dtype=torch.long))
+                out[name] = (torch.zeros(0, k), torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long))
         return out
+
+    def outputs(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """{task: (probs [N, K], targets)} of the labelled rows."""
+        return {name: (p, t) for name, (p, t, _) in self.labelled_outputs().items()}
 
     def compute(self) -> dict[str, dict[str, Any]]:
         return {name: self.tasks[name].metrics(p, t) for name, (p, t) in self.outputs().items()}
@@ -61,8 +92,11 @@ def _autocast(device: torch.device):
 @torch.inference_mode()
 def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable, *,
                    device: torch.device | str = "cpu", description: str = "evaluating",
-                   show_progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Run the model over a labelled loader; returns {task: metrics} (each with `n` scored rows)."""
+                   show_progress: bool = True, return_outputs: bool = False):
+    """Run the model over a labelled loader; returns {task: metrics} (each with `n` scored rows).
+
+    `return_outputs=True` returns (metrics, outputs) with outputs = {task: (probs [N, K], targets,
+    index [N] positions in the split)} of the labelled rows (the input of polyhead.reports)."""
     device = torch.device(device)
     model.eval().to(device)
     collector = OutputCollector(tasks)
@@ -73,7 +107,8 @@ def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Itera
                 logits = model(batch["image"].to(device, non_blocking=True))
             collector.update({k: v.float() for k, v in logits.items()}, batch)
             bar.advance(job)
-    return collector.compute()
+    metrics = collector.compute()
+    return (metrics, collector.labelled_outputs()) if return_outputs else metrics
 
 
 @torch.inference_mode()

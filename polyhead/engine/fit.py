@@ -9,6 +9,8 @@ Run folder:
     checkpoints/     best.ckpt, last.ckpt (Lightning)
     model/           the bundle (see polyhead.model.bundle)
     metrics.json     final validation and test metrics per task
+    plots/           training/ (learning curves), test/ or val/ (evaluation plots), see polyhead.reports
+    report.html      self-contained report (report.enabled)
 """
 
 from __future__ import annotations
@@ -172,17 +174,24 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
                 head_dropout=cfg.model.head.dropout)
 
     device = module.device if module.device.type != "meta" else torch.device("cpu")
-    metrics = {}
+    metrics, outputs = {}, {}
     for split_name in ("val", "test"):
         split = getattr(splits, split_name)
         if split is not None and len(split):
-            metrics[split_name] = evaluate_model(model, tasks, eval_loader(split, cfg), device=device,
-                                                 description=f"evaluating {split_name}",
-                                                 show_progress=cfg.training.progress_bar)
+            metrics[split_name], split_outputs = evaluate_model(
+                model, tasks, eval_loader(split, cfg), device=device, description=f"evaluating {split_name}",
+                show_progress=cfg.training.progress_bar, return_outputs=True)
+            outputs[split_name] = (split_outputs, split.paths)
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))
     seconds = time.perf_counter() - started
     summary = {**metrics, "training_seconds": seconds, "epochs_run": trainer.current_epoch}
     (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    if cfg.report.enabled:
+        from polyhead.reports.run import write_run_report
+
+        report = write_run_report(run_dir, tasks, outputs, worst=cfg.report.worst_examples,
+                                  max_annotated=cfg.report.max_classes_annotated)
+        console.print(f"report: [bold]{report}[/]")
     console.print(f"run folder: [bold]{run_dir}[/] ({seconds:.0f} s)")
     return RunResult(run_dir, metrics, tasks, model, seconds)
 

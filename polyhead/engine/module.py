@@ -28,6 +28,7 @@ from polyhead.tasks import Task
 from polyhead.weighting import StepContext, WeightingMethod
 
 SCALAR_TYPES = (int, float)
+TRAIN_METRIC_ROWS = 32768  # rows per epoch whose outputs score train/<task>/<main metric> (a running estimate)
 
 
 def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
@@ -51,6 +52,7 @@ class MultiTaskModule(L.LightningModule):
         self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
         self.freeze_backbone_epochs, self.gradient_clip = freeze_backbone_epochs, gradient_clip
         self._val = OutputCollector(tasks)
+        self._train = OutputCollector(tasks, deferred=True, max_rows=TRAIN_METRIC_ROWS)
         self._val_loss: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
 
     def forward(self, x):
@@ -114,6 +116,7 @@ class MultiTaskModule(L.LightningModule):
         sched = self.lr_schedulers()
         if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step()
+        self._train.update(logits, batch)  # stays on the device; scored once in end_epoch
         bs = batch["image"].shape[0]
         if batch_idx == 0:  # once per epoch: learning rates and task weights (callbacks read them at epoch end)
             for g in opt.param_groups:
@@ -131,6 +134,7 @@ class MultiTaskModule(L.LightningModule):
         """Once per epoch, after validation: the weighting method's and the plateau schedule's
         updates. Called by the `EpochEnd` callback, which runs before checkpoints are written,
         so a checkpoint always holds the state the next epoch starts from."""
+        self._log_train_metrics()
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
         task_means = {t: metrics[f"train/{t}/loss"] for t in self.tasks if f"train/{t}/loss" in metrics}
         self.weighting.on_epoch_end(task_means)
@@ -139,6 +143,15 @@ class MultiTaskModule(L.LightningModule):
             key = "val/loss" if "val/loss" in metrics else "train/loss"
             if key in metrics:
                 sched.step(metrics[key])
+
+    def _log_train_metrics(self) -> None:
+        """train/<task>/<main metric> from this epoch's collected training outputs (logged here,
+        in the EpochEnd callback, so that history.csv, written next, has it)."""
+        for name, metrics in self._train.compute().items():
+            value = metrics.get(self.tasks[name].main_metric)
+            if isinstance(value, SCALAR_TYPES) and not isinstance(value, bool):
+                self.log(f"train/{name}/{self.tasks[name].main_metric}", float(value))
+        self._train.reset()
 
     # ---- validation ----------------------------------------------------------------
     def validation_step(self, batch, batch_idx):
