@@ -36,4 +36,7 @@ def run(args) -> int:
     if skipped:
         console.print(f"[yellow]not scored: {', '.join(skipped)}[/]")
     console.print(f"written: {out}")
+    from polyhead.tracking._run import log_evaluation
+
+    log_evaluation(Path(args.run_dir), args.table, metrics, out, console)  # into the training's MLflow run, if any
     return 0
