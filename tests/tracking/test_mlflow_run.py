@@ -16,11 +16,11 @@ from polyhead.engine.fit import fit
 TASK_METRIC = {"quadrant": "accuracy", "red": "auroc", "tags": "micro_f1"}
 
 
-def train(dataset, *extra: str) -> tuple:
+def train(dataset, *extra: str, name: str = "r") -> tuple:
     runs = dataset / "runs"
-    assert main(["train", str(dataset / "config.yaml"), f"output_dir={runs}", "run_name=r",
-                 "training.epochs=2", "training.monitor=train/loss", *extra]) == 0
-    run = runs / "r"
+    assert main(["train", str(dataset / "config.yaml"), f"output_dir={runs}", f"run_name={name}",
+                 "training.epochs=2", "training.monitor=train/loss", "data.test_fraction=0.2", *extra]) == 0
+    run = runs / name
     info = json.loads((run / "tracking.json").read_text())["mlflow"]
     return run, info, MlflowClient(tracking_uri=info["uri"])
 
@@ -73,12 +73,12 @@ def test_training_is_recorded_in_mlflow(dataset, capsys):
 def test_fingerprint_follows_the_data(dataset):
     _, info, client = train(dataset)
     first = client.get_run(info["run_id"]).data.tags["data.fingerprint"]
-    _, info2, _ = train(dataset, "run_name=r2")  # same data: same fingerprint
+    _, info2, _ = train(dataset, name="r2")  # same data: same fingerprint
     assert client.get_run(info2["run_id"]).data.tags["data.fingerprint"] == first
     df = pd.read_csv(dataset / "labels.csv")
     df.loc[0, "quadrant"] = "br"
     df.to_csv(dataset / "labels.csv", index=False)
-    _, info3, _ = train(dataset, "run_name=r3")
+    _, info3, _ = train(dataset, name="r3")
     assert client.get_run(info3["run_id"]).data.tags["data.fingerprint"] != first
 
 
@@ -94,7 +94,7 @@ def test_evaluate_logs_into_the_training_run(dataset):
     assert mrun.info.status == "FINISHED"  # unchanged
     assert mrun.data.metrics["eval/holdout/quadrant/accuracy"] == pytest.approx(result["quadrant"]["accuracy"])
     files = {a.path for a in client.list_artifacts(info["run_id"], "evaluations/holdout")}
-    assert {"evaluations/holdout/holdout.json", "evaluations/holdout/holdout"} <= files
+    assert files == {"evaluations/holdout/holdout.json", "evaluations/holdout/note.txt"}
 
 
 def test_resume_continues_the_same_run(dataset):
