@@ -7,7 +7,12 @@ stores in one process never mix. With a local store the experiment's artifacts g
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
+import sqlite3
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -44,6 +49,37 @@ def local_store(uri: str) -> Path | None:
     return None
 
 
+_EMPTY_STORE: Path | None = None  # a migrated, empty SQLite store made once per process
+
+
+def new_sqlite_store(db: Path) -> None:
+    """Creates an empty MLflow SQLite store at `db` (which must not exist).
+
+    MLflow builds a store by running its ~60 schema migrations: about 6 s here. A process that
+    opens many new stores (the test suite, sweeps into several output folders) pays that once:
+    the first store is built in a temporary folder and copied. The copy's "Default" experiment
+    then gets the artifact location MLflow itself would give it (`./mlruns/0` from the cwd)."""
+    global _EMPTY_STORE
+    from mlflow import MlflowClient
+
+    if _EMPTY_STORE is None or not _EMPTY_STORE.is_file():
+        empty = Path(tempfile.mkdtemp(prefix="polyhead-mlflow-")) / "empty.db"
+        MlflowClient(tracking_uri=f"sqlite:///{empty}").search_experiments()  # runs the migrations
+        _EMPTY_STORE = empty
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
+    shutil.copyfile(_EMPTY_STORE, tmp)
+    now = int(time.time() * 1000)
+    with contextlib.closing(sqlite3.connect(tmp)) as con, con:
+        con.execute("UPDATE experiments SET artifact_location = ?, creation_time = ?, last_update_time = ? "
+                    "WHERE experiment_id = 0", (str(Path.cwd() / "mlruns" / "0"), now, now))
+    try:
+        os.link(tmp, db)  # never replaces a store another process created meanwhile
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 @register_tracker("mlflow")
 class MlflowTracker(Tracker):
     def __init__(self, *, experiment: str, output_dir: Path, uri: str | None = None, log_model: bool = True, **_):
@@ -65,6 +101,8 @@ class MlflowTracker(Tracker):
         store = local_store(self.uri)
         if store is not None:
             store.mkdir(parents=True, exist_ok=True)
+        if self.uri.startswith("sqlite:///") and not Path(self.uri[len("sqlite:///"):]).exists():
+            new_sqlite_store(Path(self.uri[len("sqlite:///"):]))
         self.client = MlflowClient(tracking_uri=self.uri)
         if resume_info and resume_info.get("run_id"):
             run = self.client.get_run(resume_info["run_id"])
