@@ -173,7 +173,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor)
     has_val = splits.val is not None and len(splits.val) > 0
-    trainer = _trainer(cfg, run_dir, has_val, console, [EpochMetrics(trackers)] if trackers else [])
+    trainer = _trainer(cfg, run_dir, has_val, console, (EpochMetrics(trackers),) if trackers else ())
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
     trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None,
@@ -199,7 +199,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
 
 
 def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
-             extra: list[L.Callback] = ()) -> L.Trainer:
+             extra: tuple[L.Callback, ...] = ()) -> L.Trainer:
     t = cfg.training
     monitor, mode = _monitor(cfg, has_val, console)
     # Order matters: epoch-end updates and the history row first, then the checkpoints, all at the

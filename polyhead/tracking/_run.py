@@ -104,7 +104,12 @@ def tracked_run(trackers: Trackers) -> Iterator[None]:
         yield
     except BaseException as exc:
         if trackers and trackers.run_dir is not None:
-            trackers.finish("KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+            # Lightning turns Ctrl-C during training into sys.exit(1); a tracker's own error must
+            # not hide the training's
+            status = "KILLED" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "FAILED"
+            for tracker in trackers.trackers:
+                with contextlib.suppress(Exception):
+                    tracker.finish(status)
         raise
 
 
@@ -153,13 +158,19 @@ def log_evaluation(run_dir: Path, table: str | Path, metrics: dict, result_json:
     from polyhead.engine.summary import scalar_metrics
     from polyhead.tracking.mlflow import MlflowTracker
 
-    tracker = MlflowTracker.attach(info)
     stem = Path(table).stem
-    tracker.log_metrics(scalar_metrics(metrics, f"eval/{stem}/"), step=0)
-    tracker.log_artifact(Path(result_json), f"evaluations/{stem}")
-    folder = Path(run_dir) / "evaluations" / stem
-    if folder.is_dir():
-        tracker.log_artifact(folder, f"evaluations/{stem}")
+    try:
+        tracker = MlflowTracker.attach(info)
+        tracker.log_metrics(scalar_metrics(metrics, f"eval/{stem}/"), step=0)
+        tracker.log_artifact(Path(result_json), f"evaluations/{stem}")
+        folder = Path(run_dir) / "evaluations" / stem
+        if folder.is_dir():
+            tracker.log_artifact(folder, f"evaluations/{stem}")
+    except Exception as exc:  # the scores are written already; a store that moved or a server that is down only warns
+        if console is not None:
+            console.print(f"[yellow]not logged to MLflow run {info['run_id']} ({info['uri']}): "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}[/]", soft_wrap=True)
+        return None
     if console is not None:
         console.print(f"logged to MLflow run {info['run_id']} ({info['uri']})", soft_wrap=True)
     return info["run_id"]

@@ -131,3 +131,34 @@ def test_flatten_and_fingerprint(tmp_path):
     assert one != dataset_fingerprint([table], ["/x/a.png"])
     table.write_text("image\nb.png\n")
     assert one != dataset_fingerprint([table], ["/x/b.png", "/x/a.png"])
+
+
+def test_interrupted_run_is_killed_and_tracker_errors_do_not_hide_it(tmp_path):
+    from polyhead.tracking._run import tracked_run
+
+    trackers = build_trackers(["csv"], experiment="x", output_dir=tmp_path)
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run(trackers):
+            trackers.start(tmp_path, "a")
+            raise KeyboardInterrupt
+    assert json.loads((tmp_path / "tracking" / "status.json").read_text()) == {"status": "KILLED"}
+
+    trackers = build_trackers(["csv"], experiment="x", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="bad batch"):
+        with tracked_run(trackers):
+            trackers.start(tmp_path, "a")
+            trackers.trackers[0].folder = tmp_path / "gone" / "deeper"  # its finish will fail
+            raise ValueError("bad batch")
+
+
+def test_evaluation_with_a_missing_store_only_warns(tmp_path, capsys):
+    from rich.console import Console
+
+    from polyhead.tracking._run import log_evaluation
+
+    store = f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}"  # moved away since training
+    (tmp_path / "tracking.json").write_text(json.dumps({"mlflow": {"uri": store, "run_id": "abc"}}))
+    (tmp_path / "e.json").write_text("{}")
+    assert log_evaluation(tmp_path, "t.csv", {"q": {"accuracy": 0.5}}, tmp_path / "e.json", Console()) is None
+    assert "not logged to MLflow run abc" in capsys.readouterr().out
+    assert log_evaluation(tmp_path / "absent", "t.csv", {}, tmp_path / "e.json", Console()) is None  # no tracking.json
