@@ -144,3 +144,16 @@ def test_unknown_tracker_is_a_config_error(dataset, capsys):
     assert main(["train", str(dataset / "config.yaml"), "tracking.trackers=[mlflow,wandb]"]) == 2
     err = capsys.readouterr().err.strip()
     assert "tracking.trackers[1]" in err and "wandb" in err and "tensorboard" in err and len(err.splitlines()) == 1
+
+
+def test_own_store_experiment_and_no_model_upload(dataset):
+    store = dataset / "elsewhere" / "store.db"
+    run, info, client = train(dataset, "training.epochs=1", f"tracking.mlflow.uri=sqlite:///{store}",
+                              "tracking.experiment=ablation", "tracking.mlflow.log_model=false",
+                              "tracking.trackers=[mlflow]")
+    assert store.is_file() and not (dataset / "runs" / "mlflow.db").exists()
+    assert not (run / "tensorboard").exists() and not (run / "tracking").exists()
+    exp = client.get_experiment_by_name("ablation")
+    assert exp.artifact_location == (dataset / "elsewhere" / "mlartifacts").resolve().as_uri()
+    top = {a.path for a in client.list_artifacts(info["run_id"])}
+    assert "config.yaml" in top and "model" not in top
