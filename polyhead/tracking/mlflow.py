@@ -7,6 +7,7 @@ stores in one process never mix. With a local store the experiment's artifacts g
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -63,7 +64,9 @@ def new_sqlite_store(db: Path) -> None:
     from mlflow import MlflowClient
 
     if _EMPTY_STORE is None or not _EMPTY_STORE.is_file():
-        empty = Path(tempfile.mkdtemp(prefix="polyhead-mlflow-")) / "empty.db"
+        folder = tempfile.mkdtemp(prefix="polyhead-mlflow-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        empty = Path(folder) / "empty.db"
         MlflowClient(tracking_uri=f"sqlite:///{empty}").search_experiments()  # runs the migrations
         _EMPTY_STORE = empty
     tmp = db.with_name(f".{db.name}.{os.getpid()}.tmp")
