@@ -164,7 +164,7 @@ class ClearMLConfig:
 class TrackingConfig:
     enabled: bool = True  # master switch: false logs nothing to any tracker (history.csv is still written)
     trackers: List[str] = field(default_factory=lambda: ["mlflow", "tensorboard", "csv"])  # any of: mlflow, tensorboard, csv, clearml
-    experiment: str = "polyhead"  # experiment (MLflow, TensorBoard folder) or project (ClearML) name
+    experiment: str = "polyhead"  # experiment (MLflow) or project (ClearML) name
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)  # MLflow options
     clearml: ClearMLConfig = field(default_factory=ClearMLConfig)  # ClearML options
 

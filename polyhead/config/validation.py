@@ -182,12 +182,11 @@ def validate_training(cfg: Config) -> None:
         _fail("training.monitor", t.monitor, "a logged metric such as 'val/loss' or 'val/<task>/accuracy'")
 
 
-TRACKER_NAMES = ("mlflow", "tensorboard", "csv", "clearml")
-
-
 def validate_tracking(cfg: Config) -> None:
+    from polyhead.tracking import tracker_names  # the registry (light: trackers import their library when used)
+
     for i, name in enumerate(cfg.tracking.trackers):
-        _one_of(f"tracking.trackers[{i}]", name, TRACKER_NAMES)
+        _one_of(f"tracking.trackers[{i}]", name, tracker_names())
     if len(set(cfg.tracking.trackers)) != len(cfg.tracking.trackers):
         _fail("tracking.trackers", cfg.tracking.trackers, "a list without duplicates")
     if not cfg.tracking.experiment.strip():

@@ -11,6 +11,7 @@ Run folder:
     metrics.json     final validation and test metrics per task
     plots/           training/ (learning curves), test/ or val/ (evaluation plots), see polyhead.reports
     report.html      self-contained report (report.enabled)
+    tracking.json    how to reopen each tracker's run (see polyhead.tracking)
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import yaml
 from rich.console import Console
 
 from polyhead.config.loading import to_yaml
@@ -41,6 +43,8 @@ from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.summary import model_summary, summary_table
 from polyhead.tasks import Task, build_tasks
+from polyhead.tracking import Trackers, build_trackers
+from polyhead.tracking._run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.weighting import build_weighting
 
 
@@ -136,8 +140,18 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     """Train, save the bundle, evaluate on val and test. Returns the run's folder and metrics.
 
     `resume`: a run folder; training continues from its `checkpoints/last.ckpt` (model,
-    optimizer, scheduler, weighting method state, epoch counters, early stopping, history)."""
+    optimizer, scheduler, weighting method state, epoch counters, early stopping, history)
+    and logs into the same tracker runs (`tracking.json`)."""
     console = console or Console()
+    trackers = _build_trackers(cfg)
+    with tracked_run(trackers):  # a failure ends the tracker runs as FAILED
+        result = _fit(cfg, trackers, console=console, name_hint=name_hint, resume=resume)
+        finish_run(trackers, result.run_dir, console)
+    return result
+
+
+def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
+         resume: str | Path | None) -> RunResult:
     quiet_lightning()
     run_dir, ckpt = _resume_point(Path(resume)) if resume is not None else (None, None)  # fail before any work
     started = time.perf_counter()
@@ -156,6 +170,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
     write_skipped_rows(run_dir, splits)
     _print_data_summary(console, splits, run_dir)
+    _start_tracking(cfg, trackers, run_dir, splits)
     summary = model_summary(model, (prep.channels, *prep.image_size))
     (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
     console.print(summary_table(summary))
@@ -164,7 +179,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor)
     has_val = splits.val is not None and len(splits.val) > 0
-    trainer = _trainer(cfg, run_dir, has_val, console)
+    trainer = _trainer(cfg, run_dir, has_val, console, (EpochMetrics(trackers),) if trackers else ())
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
     trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None,
@@ -196,7 +211,8 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     return RunResult(run_dir, metrics, tasks, model, seconds)
 
 
-def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console) -> L.Trainer:
+def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
+             extra: tuple[L.Callback, ...] = ()) -> L.Trainer:
     t = cfg.training
     monitor, mode = _monitor(cfg, has_val, console)
     # Order matters: epoch-end updates and the history row first, then the checkpoints, all at the
@@ -205,6 +221,7 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console) -> L.T
     callbacks: list[L.Callback] = [
         EpochEnd(),
         EpochHistory(run_dir / "history.csv"),
+        *extra,  # tracking: after the history row, same scalars
         ckpt(dirpath=run_dir / "checkpoints", filename="best", monitor=monitor, mode=mode, save_top_k=1,
              save_on_train_epoch_end=True, enable_version_counter=False),
         ckpt(dirpath=run_dir / "checkpoints", filename="last", monitor=None, save_top_k=1,
@@ -224,6 +241,28 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console) -> L.T
                      precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
                      default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,
                      enable_progress_bar=t.progress_bar, enable_model_summary=False, log_every_n_steps=10, **limits)
+
+
+def _build_trackers(cfg: Config) -> Trackers:
+    t = cfg.tracking
+    options = {"mlflow": {"uri": t.mlflow.uri, "log_model": t.mlflow.log_model},
+               "clearml": {"offline": t.clearml.offline}}
+    return build_trackers(list(t.trackers) if t.enabled else [], experiment=t.experiment,
+                          output_dir=cfg.output_dir, options=options)
+
+
+def _start_tracking(cfg: Config, trackers: Trackers, run_dir: Path, splits: DataSplits) -> None:
+    if not trackers:
+        return
+    from polyhead import __version__
+
+    tables = [cfg.data.train_table, cfg.data.val_table, cfg.data.test_table, *(t.table for t in cfg.tasks.values())]
+    files = [Path(p).expanduser() for p in dict.fromkeys(tables) if p and Path(p).expanduser().is_file()]
+    paths = [p for split in (splits.train, splits.val, splits.test) if split is not None for p in split.paths]
+    tags = {"data.fingerprint": dataset_fingerprint(files, paths), **data_tags(splits.summary()),
+            "polyhead.version": __version__, "model.backbone": cfg.model.backbone,
+            "training.weighting": cfg.training.weighting}
+    start_run(trackers, run_dir, yaml.safe_load(to_yaml(cfg)), tags)
 
 
 def _resume_point(run_dir: Path) -> tuple[Path, Path]:

@@ -1,0 +1,17 @@
+"""Experiment trackers (MLflow, TensorBoard, a CSV file, ClearML), one file each, keyed by name.
+
+Every public module of this package is a tracker and registers itself on import; modules whose
+name starts with "_" hold the training and evaluation glue (see `_run.py`)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+
+from polyhead.tracking.base import TRACKERS, Tracker, Trackers, build_trackers, register_tracker, tracker_names
+
+for _module in pkgutil.iter_modules(__path__):
+    if not _module.name.startswith("_") and _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["TRACKERS", "Tracker", "Trackers", "build_trackers", "register_tracker", "tracker_names"]
