@@ -87,14 +87,16 @@ def test_evaluate_logs_into_the_training_run(dataset):
     df = pd.read_csv(dataset / "labels.csv").head(40)
     df.to_csv(dataset / "holdout.csv", index=False)
     (run / "evaluations" / "holdout").mkdir(parents=True)
-    (run / "evaluations" / "holdout" / "note.txt").write_text("plots go here")
+    (run / "evaluations" / "holdout" / "note.txt").write_text("kept beside the plots")
     assert main(["evaluate", str(run), "--table", str(dataset / "holdout.csv"), "--device", "cpu"]) == 0
     result = json.loads((run / "evaluations" / "holdout.json").read_text())["metrics"]
     mrun = client.get_run(info["run_id"])
     assert mrun.info.status == "FINISHED"  # unchanged
     assert mrun.data.metrics["eval/holdout/quadrant/accuracy"] == pytest.approx(result["quadrant"]["accuracy"])
     files = {a.path for a in client.list_artifacts(info["run_id"], "evaluations/holdout")}
-    assert files == {"evaluations/holdout/holdout.json", "evaluations/holdout/note.txt"}
+    assert files == {"evaluations/holdout/holdout.json", "evaluations/holdout/note.txt", "evaluations/holdout/plots"}
+    plots = {a.path for a in client.list_artifacts(info["run_id"], "evaluations/holdout/plots")}
+    assert "evaluations/holdout/plots/quadrant_confusion.png" in plots, plots
 
 
 def test_resume_continues_the_same_run(dataset):
