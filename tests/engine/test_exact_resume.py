@@ -1,0 +1,68 @@
+"""A run resumed from an epoch boundary repeats the uninterrupted run bit for bit (CPU): data order,
+augmentation, dropout, early stopping and every metric."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from polyhead.cli.main import main
+from polyhead.engine.module import MultiTaskModule
+
+RANDOM = ["tracking.enabled=false", "report.enabled=false", "data.augment.hflip=true", "data.augment.crop_padding=2",
+          "model.head.dropout=0.3", "training.cpu_threads=1"]
+
+
+def _argv(dataset, name, *extra):
+    return ["train", str(dataset / "config.yaml"), f"output_dir={dataset / 'runs'}", f"run_name={name}",
+            *RANDOM, *extra]
+
+
+def _interrupt_at(monkeypatch, epoch, batch):
+    """Make training_step raise at (epoch, batch) once, as a crash would."""
+    original = MultiTaskModule.training_step
+
+    def step(self, b, batch_idx):
+        if (self.current_epoch, batch_idx) == (epoch, batch):
+            monkeypatch.setattr(MultiTaskModule, "training_step", original)
+            raise RuntimeError("simulated crash")
+        return original(self, b, batch_idx)
+
+    monkeypatch.setattr(MultiTaskModule, "training_step", step)
+
+
+def _outcome(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    return pd.read_csv(run / "history.csv"), {k: metrics[k] for k in ("val", "test") if k in metrics}
+
+
+def test_resume_is_bit_identical(dataset, monkeypatch):
+    extra = ["training.epochs=3", "data.test_fraction=0.1"]
+    assert main(_argv(dataset, "full", *extra)) == 0
+    _interrupt_at(monkeypatch, epoch=2, batch=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(_argv(dataset, "cut", *extra))
+    assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
+    full_history, full_metrics = _outcome(dataset / "runs" / "full")
+    cut_history, cut_metrics = _outcome(dataset / "runs" / "cut")
+    assert full_history["epoch"].tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
+    assert cut_metrics == full_metrics and "test" in full_metrics
+
+
+def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, monkeypatch):
+    # min_delta larger than any loss: only epoch 0 improves, patience 2 stops after epoch 2
+    extra = ["training.epochs=8", "training.early_stopping.enabled=true", "training.early_stopping.patience=2",
+             "training.early_stopping.min_delta=100", "scheduler.name=none"]
+    assert main(_argv(dataset, "full", *extra)) == 0
+    _interrupt_at(monkeypatch, epoch=2, batch=0)  # last.ckpt: epoch 1, one epoch without improvement
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(_argv(dataset, "cut", *extra))
+    assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
+    full_history, full_metrics = _outcome(dataset / "runs" / "full")
+    cut_history, cut_metrics = _outcome(dataset / "runs" / "cut")
+    assert full_history["epoch"].tolist() == [0, 1, 2]  # stopped early
+    pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
+    assert cut_metrics == full_metrics
