@@ -5,7 +5,7 @@ Run folder:
     data.json        rows and labelled rows per split and task
     model_summary.json  parameters per component (backbone or trunk and branches, each head)
     history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
-    checkpoints/     best.ckpt, last.ckpt (Lightning)
+    checkpoints/     best.ckpt, last.ckpt (Lightning; written atomically by engine/checkpoint_io.py)
     model/           the bundle (see polyhead.model.bundle)
     metrics.json     final validation and test metrics per task
 """

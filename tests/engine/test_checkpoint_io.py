@@ -33,6 +33,9 @@ def test_atomic_write_replaces_and_cleans_stale_temp_files(tmp_path):
     stale.write_bytes(b"half a checkpoint")
     AtomicCheckpointIO(tmp_path)  # a new Trainer (resume) removes what a killed run left
     assert not stale.exists() and target.exists()
+    stale.write_bytes(b"half a checkpoint")  # a torn file is refused with a message, not a traceback
+    with pytest.raises(PolyheadError, match="is not a readable checkpoint"):
+        load_checkpoint_file(stale)
 
 
 def test_disk_full_during_a_checkpoint_keeps_the_previous_one(dataset, monkeypatch, capsys):
