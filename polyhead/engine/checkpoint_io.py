@@ -74,7 +74,7 @@ def load_checkpoint_file(path: Path | str, map_location: Any = "cpu", mmap: bool
     except pickle.UnpicklingError as exc:  # weights_only refused a global: code would have run
         raise PolyheadError(f"'{path}' is not a plain checkpoint: it contains pickled objects polyhead does not "
                             f"load ({_first_line(exc)})") from None
-    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+    except Exception as exc:  # torn or foreign file: torch raises RuntimeError, EOFError, KeyError...
         raise PolyheadError(f"'{path}' is not a readable checkpoint ({_first_line(exc)}); "
                             f"it may be truncated or not a torch checkpoint") from None
 
