@@ -10,6 +10,8 @@ import lightning as L
 import numpy as np
 import torch
 
+from polyhead.engine.checkpoint_io import disk_full_guard
+
 
 class EpochEnd(L.Callback):
     """Runs the module's epoch-end updates; listed before the checkpoint callbacks (Lightning
@@ -59,11 +61,12 @@ class EpochHistory(L.Callback):
         for row in self.rows:
             columns += [k for k in row if k not in columns]
         tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.path)
+        with disk_full_guard(self.path, self.path.parent):  # the run folder holds history.csv
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            tmp.replace(self.path)
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}

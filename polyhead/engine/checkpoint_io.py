@@ -79,6 +79,11 @@ def load_checkpoint_file(path: Path | str, map_location: Any = "cpu", mmap: bool
                             f"it may be truncated or not a torch checkpoint") from None
 
 
+def resume_epoch(ckpt: Path | str) -> int:
+    """The epoch a run resumed from `ckpt` (written at a training epoch's end) starts with."""
+    return int(load_checkpoint_file(ckpt, mmap=True).get("epoch", -1)) + 1
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Atomic, fsync'ed checkpoint writes; safe (weights_only) loads. `run_dir` is named in messages."""
 

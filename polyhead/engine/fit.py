@@ -29,7 +29,7 @@ from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
 from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
 from polyhead.engine.callbacks import EpochEnd, EpochHistory, EpochSeed
-from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file
+from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file, resume_epoch
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
@@ -164,7 +164,10 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     trainer = _trainer(cfg, run_dir, has_val, console)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
-    trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None,
+    train = train_loader(splits.train, cfg)
+    if ckpt is not None:  # persistent workers draw the first epoch's rows before Lightning calls set_epoch
+        train.sampler.set_epoch(resume_epoch(ckpt))
+    trainer.fit(module, train, eval_loader(splits.val, cfg) if has_val else None,
                 ckpt_path=ckpt, weights_only=True)
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
@@ -182,7 +185,8 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))
     seconds = time.perf_counter() - started
     summary = {**metrics, "training_seconds": seconds, "epochs_run": trainer.current_epoch}
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    with disk_full_guard(run_dir / "metrics.json", run_dir):
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     console.print(f"run folder: [bold]{run_dir}[/] ({seconds:.0f} s)")
     return RunResult(run_dir, metrics, tasks, model, seconds)
 

@@ -38,8 +38,9 @@ def _outcome(run):
     return pd.read_csv(run / "history.csv"), {k: metrics[k] for k in ("val", "test") if k in metrics}
 
 
-def test_resume_is_bit_identical(dataset, monkeypatch):
-    extra = ["training.epochs=3", "data.test_fraction=0.1"]
+@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent workers fetch the first epoch's rows early
+def test_resume_is_bit_identical(dataset, monkeypatch, workers):
+    extra = ["training.epochs=3", "data.test_fraction=0.1", f"data.num_workers={workers}"]
     assert main(_argv(dataset, "full", *extra)) == 0
     _interrupt_at(monkeypatch, epoch=2, batch=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
