@@ -64,7 +64,7 @@ def test_killed_and_resumed_run_equals_uninterrupted(dataset):
     print(f"external kill {delay:.2f} s after resuming")
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=60)
+    print(f"external kill -> rc {proc.wait(timeout=60)}")  # -9, or 0 when it finished first
 
     for _ in range(3):  # resume until the run completes
         if (cut / "metrics.json").exists() and proc.returncode == 0:
