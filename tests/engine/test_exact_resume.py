@@ -7,6 +7,7 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
 from polyhead.cli.main import main
 from polyhead.engine.module import MultiTaskModule
@@ -67,3 +68,25 @@ def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, monkeypatch):
     assert full_history["epoch"].tolist() == [0, 1, 2]  # stopped early
     pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
     assert cut_metrics == full_metrics
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_position(dataset):
+    from polyhead.config.loading import load_config
+    from polyhead.data.dataset import MultiTaskDataset
+    from polyhead.data.module import build_splits
+    from polyhead.data.transforms import build_train_transform
+    from polyhead.tasks import build_tasks
+
+    cfg = load_config(dataset / "config.yaml", ["data.augment.crop_padding=4", "data.augment.hflip=true",
+                                                f"data.root={dataset}"])
+    splits = build_splits(cfg, build_tasks(cfg.tasks))
+    transform = build_train_transform(cfg.data.augment, (16, 16), 3)
+    ds, other_seed = (MultiTaskDataset(splits.train, channels=3, size=(16, 16), transform=transform, seed=s)
+                      for s in (0, 1))
+    rng_before = torch.random.get_rng_state()
+    first = [ds[(3, i)]["image"] for i in range(8)]
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # the global RNG is left alone
+    torch.manual_seed(123)  # whatever the global RNG holds, the same (epoch, position) gives the same image
+    assert all(torch.equal(ds[(3, i)]["image"], img) for i, img in enumerate(first))
+    assert any(not torch.equal(ds[(4, i)]["image"], img) for i, img in enumerate(first))  # epochs differ
+    assert any(not torch.equal(other_seed[(3, i)]["image"], img) for i, img in enumerate(first))  # seeds differ
