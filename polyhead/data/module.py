@@ -152,13 +152,16 @@ def _loader(split: EncodedSplit, cfg: Config, *, train: bool, batch_size: int) -
     d = cfg.data
     size = image_size(d)
     transform = build_train_transform(d.augment, size, d.channels) if train else None
-    ds = MultiTaskDataset(split, channels=d.channels, size=size, transform=transform)
+    ds = MultiTaskDataset(split, channels=d.channels, size=size, transform=transform, seed=cfg.training.seed)
     sampler = None
-    if train and len(split.source_names) > 1:  # several tables: data.sampling mixes them
-        sampler = SourceSampler(split.sources, mode=d.sampling, temperature=d.sampling_temperature,
-                                seed=cfg.training.seed)
-    generator = torch.Generator().manual_seed(cfg.training.seed) if train and sampler is None else None
-    return DataLoader(ds, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+    if train:  # order and augmentation depend on (seed, epoch) only: a resumed run repeats them exactly
+        # several tables: data.sampling mixes them; one table: every row once per epoch, shuffled
+        mode = d.sampling if len(split.source_names) > 1 else "proportional"
+        sampler = SourceSampler(split.sources, mode=mode, temperature=d.sampling_temperature,
+                                seed=cfg.training.seed, tag_epoch=True)
+    # its own generator (for the workers' base seed): creating an iterator leaves the global RNG alone
+    generator = torch.Generator().manual_seed(cfg.training.seed)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
                       drop_last=train and len(ds) > batch_size,
                       num_workers=d.num_workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=d.num_workers > 0, generator=generator)

@@ -44,10 +44,15 @@ class SourceSampler(Sampler[int]):
 
     sources: int [N], the source id of each row. The order depends only on (seed, epoch):
     `set_epoch` (called by Lightning before each epoch) picks the epoch; without it each
-    new iteration moves on to the next epoch, so epochs differ and reruns repeat."""
+    new iteration moves on to the next epoch, so epochs differ and reruns repeat.
 
-    def __init__(self, sources: np.ndarray, *, mode: str = "proportional", temperature: float = 2.0, seed: int = 0):
+    `tag_epoch`: yield (epoch, position) pairs instead of positions, so that the dataset seeds
+    each sample's augmentation from (seed, epoch, position), also in persistent workers."""
+
+    def __init__(self, sources: np.ndarray, *, mode: str = "proportional", temperature: float = 2.0, seed: int = 0,
+                 tag_epoch: bool = False):
         self.sources = np.asarray(sources, dtype=np.int64)
+        self.tag_epoch = tag_epoch
         self.mode, self.temperature, self.seed = mode, float(temperature), int(seed)
         self.epoch = 0
         num = int(self.sources.max()) + 1 if len(self.sources) else 0
@@ -77,4 +82,5 @@ class SourceSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         epoch = self.epoch
         self.epoch += 1  # the next iteration is a new epoch unless set_epoch says otherwise
-        return iter(self.indices(epoch).tolist())
+        positions = self.indices(epoch).tolist()
+        return iter([(epoch, i) for i in positions] if self.tag_epoch else positions)

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import csv
+import random
 from pathlib import Path
 
 import lightning as L
+import numpy as np
+import torch
+
+from polyhead.engine.checkpoint_io import disk_full_guard
 
 
 class EpochEnd(L.Callback):
@@ -14,6 +19,22 @@ class EpochEnd(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         pl_module.end_epoch()
+
+
+class EpochSeed(L.Callback):
+    """Reseeds torch (CPU and CUDA), numpy and random at each training epoch's start from (seed, epoch),
+    so dropout and random weighting methods draw the same numbers on a resumed run as on an
+    uninterrupted one (the data order and augmentation are seeded by the sampler and dataset)."""
+
+    def __init__(self, seed: int):
+        self.seed = int(seed)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, trainer.current_epoch, 0x5EED]).generate_state(1)
+        epoch_seed = int(state[0])
+        random.seed(epoch_seed)
+        np.random.seed(epoch_seed)
+        torch.manual_seed(epoch_seed)
 
 
 class EpochHistory(L.Callback):
@@ -40,11 +61,12 @@ class EpochHistory(L.Callback):
         for row in self.rows:
             columns += [k for k in row if k not in columns]
         tmp = self.path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(self.path)
+        with disk_full_guard(self.path, self.path.parent):  # the run folder holds history.csv
+            with open(tmp, "w", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=columns)
+                writer.writeheader()
+                writer.writerows(self.rows)
+            tmp.replace(self.path)
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}

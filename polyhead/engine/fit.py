@@ -6,7 +6,7 @@ Run folder:
     skipped_rows.csv rows dropped for a bad image with data.on_bad_image=skip: split, table, row, image, reason
     model_summary.json  input size; parameters and MACs per component (backbone or trunk and branches, each head)
     history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
-    checkpoints/     best.ckpt, last.ckpt (Lightning)
+    checkpoints/     best.ckpt, last.ckpt (Lightning; written atomically by engine/checkpoint_io.py)
     model/           the bundle (see polyhead.model.bundle)
     metrics.json     final validation and test metrics per task
     plots/           training/ (learning curves), test/ or val/ (evaluation plots), see polyhead.reports
@@ -34,9 +34,11 @@ from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
 from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
 from polyhead.data.validation import check_before_training, write_skipped_rows
-from polyhead.engine.callbacks import EpochEnd, EpochHistory
+from polyhead.engine.callbacks import EpochEnd, EpochHistory, EpochSeed
+from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file, resume_epoch
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
+from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.summary import metrics_table
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
@@ -177,16 +179,21 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
 
     module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
-                             gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor)
+                             gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor,
+                             nonfinite=NonFiniteGuard(cfg.training.on_nonfinite_loss, splits.train))
     has_val = splits.val is not None and len(splits.val) > 0
     trainer = _trainer(cfg, run_dir, has_val, console, (EpochMetrics(trackers),) if trackers else ())
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
-    trainer.fit(module, train_loader(splits.train, cfg), eval_loader(splits.val, cfg) if has_val else None,
+    train = train_loader(splits.train, cfg)
+    if ckpt is not None:  # persistent workers draw the first epoch's rows before Lightning calls set_epoch
+        train.sampler.set_epoch(resume_epoch(ckpt))
+    trainer.fit(module, train, eval_loader(splits.val, cfg) if has_val else None,
                 ckpt_path=ckpt, weights_only=True)
     _restore_best(module, run_dir, console)
-    save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
-                head_dropout=cfg.model.head.dropout)
+    with disk_full_guard(run_dir / "model", run_dir):
+        save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
+                    head_dropout=cfg.model.head.dropout)
 
     device = module.device if module.device.type != "meta" else torch.device("cpu")
     metrics, outputs = {}, {}
@@ -200,7 +207,8 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))
     seconds = time.perf_counter() - started
     summary = {**metrics, "training_seconds": seconds, "epochs_run": trainer.current_epoch}
-    (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
+    with disk_full_guard(run_dir / "metrics.json", run_dir):
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
     if cfg.report.enabled:
         from polyhead.reports.run import write_run_report
 
@@ -219,6 +227,7 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
     # end of the training epoch (after validation), when train/ and val/ metrics both exist.
     ckpt = L.pytorch.callbacks.ModelCheckpoint
     callbacks: list[L.Callback] = [
+        EpochSeed(t.seed),
         EpochEnd(),
         EpochHistory(run_dir / "history.csv"),
         *extra,  # tracking: after the history row, same scalars
@@ -239,6 +248,7 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
         limits["limit_val_batches"] = int(t.limit_val_batches) if t.limit_val_batches >= 1 else t.limit_val_batches
     return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
                      precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
+                     plugins=[AtomicCheckpointIO(run_dir)],  # atomic writes, weights_only loads
                      default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,
                      enable_progress_bar=t.progress_bar, enable_model_summary=False, log_every_n_steps=10, **limits)
 
@@ -270,6 +280,7 @@ def _resume_point(run_dir: Path) -> tuple[Path, Path]:
     if not ckpt.is_file():
         raise PolyheadError(f"cannot resume '{run_dir}': no checkpoint at '{ckpt}' (is it a run folder written "
                             f"by `polyhead train` that finished at least one epoch?)")
+    load_checkpoint_file(ckpt, mmap=True)  # refuse pickled code or a torn file before any work
     return run_dir, ckpt
 
 
@@ -277,7 +288,7 @@ def _restore_best(module: MultiTaskModule, run_dir: Path, console: Console) -> N
     best = run_dir / "checkpoints" / "best.ckpt"
     if not best.exists():
         return
-    state = torch.load(best, map_location="cpu", weights_only=True)
+    state = load_checkpoint_file(best)
     module.load_state_dict(state["state_dict"])
     console.print(f"restored the best checkpoint (epoch {state.get('epoch', '?')})")
 

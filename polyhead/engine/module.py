@@ -23,6 +23,7 @@ import torch
 
 from polyhead.config.schema import OptimizerConfig, SchedulerConfig
 from polyhead.engine.evaluation import OutputCollector
+from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.tasks import Task
 from polyhead.weighting import StepContext, WeightingMethod
@@ -44,8 +45,10 @@ def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: 
 class MultiTaskModule(L.LightningModule):
     def __init__(self, model: MultiTaskModel, tasks: dict[str, Task], weighting: WeightingMethod, *,
                  optimizer: OptimizerConfig, scheduler: SchedulerConfig, freeze_backbone_epochs: int = 0,
-                 gradient_clip: float | None = None, monitor: str = "val/loss"):
+                 gradient_clip: float | None = None, monitor: str = "val/loss",
+                 nonfinite: NonFiniteGuard | None = None):
         super().__init__()
+        self.nonfinite = nonfinite or NonFiniteGuard("error")  # training.on_nonfinite_loss
         self.monitor = monitor  # shown in the progress bar beside the losses
         self.automatic_optimization = False
         self.model, self.tasks, self.weighting = model, tasks, weighting
@@ -105,6 +108,14 @@ class MultiTaskModule(L.LightningModule):
         losses = task_losses(self.tasks, logits, batch)
         if not losses:
             return None
+        # Labelled-row counts and finite flags in one host sync, before any backward.
+        counts, bad = self.nonfinite.check(losses, batch)
+        if self.nonfinite.policy == "skip":
+            self.log("train/skipped_batches", float(bool(bad)), on_step=False, on_epoch=True, reduce_fx="sum",
+                     batch_size=1)
+        if bad:
+            self.nonfinite.handle(bad, batch, step=self.global_step, epoch=self.current_epoch)  # raises on error
+            return None
         opt.zero_grad(set_to_none=True)
         ctx = StepContext(backward=self.manual_backward, features=features,
                           shared_parameters=self.model.shared_parameters(),
@@ -124,8 +135,7 @@ class MultiTaskModule(L.LightningModule):
             for t, w in self.weighting.task_weights().items():
                 self.log(f"weights/{t}", float(w), on_step=False, on_epoch=True, batch_size=1)
         self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
-        # Each task's epoch mean is weighted by its labelled rows; one host sync for all the counts.
-        counts = torch.stack([batch["mask"][name].sum() for name in losses]).tolist()
+        # Each task's epoch mean is weighted by its labelled rows (counts read with the finite check).
         for (name, loss), n in zip(losses.items(), counts):
             self.log(f"train/{name}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=int(n))
         return total.detach()

@@ -145,16 +145,18 @@ def test_sampler_modes():
     assert list(a) == first and list(a) != first
 
 
-def test_train_loader_uses_the_sampler_only_for_several_sources(per_task):
-    from torch.utils.data import RandomSampler
-
+def test_train_loader_mixes_sources_only_for_several_sources(per_task):
     from polyhead.data.dataset import EncodedSplit
 
     cfg, _, splits = _splits(per_task, ["data.sampling=round_robin"])
     loader = train_loader(splits.train, cfg)
     assert isinstance(loader.sampler, SourceSampler) and loader.sampler.mode == "round_robin"
     single = EncodedSplit(paths=splits.train.paths, rows=splits.train.rows, source="one")
-    assert isinstance(train_loader(single, cfg).sampler, RandomSampler)  # one table: today's shuffled loader
+    sampler = train_loader(single, cfg).sampler  # one table: every row once per epoch, order from (seed, epoch)
+    assert isinstance(sampler, SourceSampler) and sampler.mode == "proportional"
+    sampler.set_epoch(3)
+    drawn = list(sampler)
+    assert sorted(i for _, i in drawn) == list(range(len(single))) and {e for e, _ in drawn} == {3}
 
 
 def test_train_end_to_end_with_per_task_tables(per_task):

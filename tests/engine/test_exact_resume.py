@@ -1,0 +1,92 @@
+"""A run resumed from an epoch boundary repeats the uninterrupted run bit for bit (CPU): data order,
+augmentation, dropout, early stopping and every metric."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from polyhead.cli.main import main
+from polyhead.engine.module import MultiTaskModule
+
+RANDOM = ["tracking.enabled=false", "report.enabled=false", "data.augment.hflip=true", "data.augment.crop_padding=2",
+          "model.head.dropout=0.3", "training.cpu_threads=1"]
+
+
+def _argv(dataset, name, *extra):
+    return ["train", str(dataset / "config.yaml"), f"output_dir={dataset / 'runs'}", f"run_name={name}",
+            *RANDOM, *extra]
+
+
+def _interrupt_at(monkeypatch, epoch, batch):
+    """Make training_step raise at (epoch, batch) once, as a crash would."""
+    original = MultiTaskModule.training_step
+
+    def step(self, b, batch_idx):
+        if (self.current_epoch, batch_idx) == (epoch, batch):
+            monkeypatch.setattr(MultiTaskModule, "training_step", original)
+            raise RuntimeError("simulated crash")
+        return original(self, b, batch_idx)
+
+    monkeypatch.setattr(MultiTaskModule, "training_step", step)
+
+
+def _outcome(run):
+    metrics = json.loads((run / "metrics.json").read_text())
+    return pd.read_csv(run / "history.csv"), {k: metrics[k] for k in ("val", "test") if k in metrics}
+
+
+@pytest.mark.parametrize("workers", [0, 2])  # 2: persistent workers fetch the first epoch's rows early
+def test_resume_is_bit_identical(dataset, monkeypatch, workers):
+    extra = ["training.epochs=3", "data.test_fraction=0.1", f"data.num_workers={workers}"]
+    assert main(_argv(dataset, "full", *extra)) == 0
+    _interrupt_at(monkeypatch, epoch=2, batch=3)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(_argv(dataset, "cut", *extra))
+    assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
+    full_history, full_metrics = _outcome(dataset / "runs" / "full")
+    cut_history, cut_metrics = _outcome(dataset / "runs" / "cut")
+    assert full_history["epoch"].tolist() == [0, 1, 2]
+    pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
+    assert cut_metrics == full_metrics and "test" in full_metrics
+
+
+def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, monkeypatch):
+    # min_delta larger than any loss: only epoch 0 improves, patience 2 stops after epoch 2
+    extra = ["training.epochs=8", "training.early_stopping.enabled=true", "training.early_stopping.patience=2",
+             "training.early_stopping.min_delta=100", "scheduler.name=none"]
+    assert main(_argv(dataset, "full", *extra)) == 0
+    _interrupt_at(monkeypatch, epoch=2, batch=0)  # last.ckpt: epoch 1, one epoch without improvement
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(_argv(dataset, "cut", *extra))
+    assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
+    full_history, full_metrics = _outcome(dataset / "runs" / "full")
+    cut_history, cut_metrics = _outcome(dataset / "runs" / "cut")
+    assert full_history["epoch"].tolist() == [0, 1, 2]  # stopped early
+    pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
+    assert cut_metrics == full_metrics
+
+
+def test_augmentation_is_a_function_of_seed_epoch_and_position(dataset):
+    from polyhead.config.loading import load_config
+    from polyhead.data.dataset import MultiTaskDataset
+    from polyhead.data.module import build_splits
+    from polyhead.data.transforms import build_train_transform
+    from polyhead.tasks import build_tasks
+
+    cfg = load_config(dataset / "config.yaml", ["data.augment.crop_padding=4", "data.augment.hflip=true",
+                                                f"data.root={dataset}"])
+    splits = build_splits(cfg, build_tasks(cfg.tasks))
+    transform = build_train_transform(cfg.data.augment, (16, 16), 3)
+    ds, other_seed = (MultiTaskDataset(splits.train, channels=3, size=(16, 16), transform=transform, seed=s)
+                      for s in (0, 1))
+    rng_before = torch.random.get_rng_state()
+    first = [ds[(3, i)]["image"] for i in range(8)]
+    assert torch.equal(torch.random.get_rng_state(), rng_before)  # the global RNG is left alone
+    torch.manual_seed(123)  # whatever the global RNG holds, the same (epoch, position) gives the same image
+    assert all(torch.equal(ds[(3, i)]["image"], img) for i, img in enumerate(first))
+    assert any(not torch.equal(ds[(4, i)]["image"], img) for i, img in enumerate(first))  # epochs differ
+    assert any(not torch.equal(other_seed[(3, i)]["image"], img) for i, img in enumerate(first))  # seeds differ
