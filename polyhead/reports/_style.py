@@ -7,13 +7,19 @@ from pathlib import Path
 TRAIN_COLOR, VAL_COLOR = "#1f77b4", "#d62728"
 
 
-def pyplot():
-    """matplotlib.pyplot on the Agg backend (no display needed), with readable font sizes."""
+def agg_pyplot():
+    """matplotlib.pyplot on the non-interactive Agg backend (no display needed), style untouched."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def pyplot():
+    """`agg_pyplot` with the plots' readable font sizes and light grid."""
+    plt = agg_pyplot()
     plt.rcParams.update({"font.size": 10, "axes.titlesize": 11, "axes.labelsize": 10, "legend.fontsize": 9,
                          "axes.grid": True, "grid.alpha": 0.3, "figure.dpi": 100, "savefig.dpi": 110})
     return plt

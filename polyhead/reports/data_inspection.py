@@ -20,7 +20,8 @@ import torch
 
 from polyhead.data.dataset import EncodedSplit
 from polyhead.data.images import load_image
-from polyhead.reports.grids import pyplot, save_image_grid
+from polyhead.reports._style import agg_pyplot as pyplot
+from polyhead.reports.grids import save_image_grid
 from polyhead.tasks import Task
 
 MISSING = "—"

@@ -12,15 +12,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-
-def pyplot():
-    """matplotlib.pyplot on the non-interactive Agg backend (no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
+from polyhead.reports._style import agg_pyplot
 
 
 def _wrap(caption: str, width: int) -> str:
@@ -40,7 +32,7 @@ def save_image_grid(images: Sequence[torch.Tensor], captions: Sequence[str], pat
     lines too long for a cell are wrapped. Returns the written path."""
     if len(images) != len(captions):
         raise ValueError(f"{len(images)} images but {len(captions)} captions")
-    plt = pyplot()
+    plt = agg_pyplot()
     n = max(1, len(images))
     columns = columns or int(np.ceil(np.sqrt(n)))
     rows = int(np.ceil(n / columns))
