@@ -415,6 +415,10 @@ class MultilabelTask(Task):
         return {self.name: "string_list", **{f"{self.name}_prob_{c}": "float" for c in self.classes}}
 
     def metrics(self, probs, targets):
+        """micro_f1, macro_f1, exact_match, mAP and per_label {precision, recall, f1, ap, support}.
+
+        macro_f1 averages per-label F1 over the labels that occur in `targets` or are predicted
+        (None when no label does); mAP averages AP over the labels with a positive and a negative row."""
         n, k = int(targets.shape[0]), len(self.classes)
         out: dict[str, Any] = {"n": n}
         if n == 0:
