@@ -2,7 +2,7 @@
 
     run = polyhead.fit("my.yaml", ["training.epochs=3"])
     predictor = polyhead.load(run.run_dir)
-    df = predictor.predict("photos/")            # or a table, or a list of paths
+    df = predictor.predict("photos/")            # or a table, an image file, or a list of paths
     metrics = predictor.evaluate("test.parquet")
 
 For a hand-written loop, use the pieces directly: `polyhead.tasks`, `polyhead.data`,
@@ -25,8 +25,8 @@ from polyhead.config.schema import Config
 from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, encode_table, unlabelled_split
 from polyhead.data.tables import IMAGE_EXTENSIONS, read_table
 from polyhead.engine.evaluation import evaluate_model, predict_batches
-from polyhead.engine.predictions import ERROR, output_format, prediction_frame, write_predictions
 from polyhead.engine.fit import RunResult
+from polyhead.engine.predictions import ERROR, output_format, prediction_frame, write_predictions
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import Bundle, load_bundle
 
