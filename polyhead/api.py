@@ -2,7 +2,7 @@
 
     run = polyhead.fit("my.yaml", ["training.epochs=3"])
     predictor = polyhead.load(run.run_dir)
-    df = predictor.predict("photos/")            # or a table, or a list of paths
+    df = predictor.predict("photos/")            # or a table, an image file, or a list of paths
     metrics = predictor.evaluate("test.parquet")
 
 For a hand-written loop, use the pieces directly: `polyhead.tasks`, `polyhead.data`,
@@ -11,23 +11,22 @@ For a hand-written loop, use the pieces directly: `polyhead.tasks`, `polyhead.da
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from rich.console import Console
 from torch.utils.data import DataLoader
 
 from polyhead.config.loading import from_yaml_text, load_config
 from polyhead.config.schema import Config
-from polyhead.data.dataset import MultiTaskDataset, encode_table, unlabelled_split
-from polyhead.data.tables import IMAGE, IMAGE_EXTENSIONS, read_table
+from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, encode_table, unlabelled_split
+from polyhead.data.tables import IMAGE_EXTENSIONS, read_table
 from polyhead.engine.evaluation import evaluate_model, predict_batches
 from polyhead.engine.fit import RunResult
+from polyhead.engine.predictions import ERROR, output_format, prediction_frame, write_predictions
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import Bundle, load_bundle
 
@@ -51,41 +50,76 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def list_images(folder: Path) -> list[str]:
-    files = sorted(str(p.resolve()) for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
+def list_images(folder: Path) -> tuple[list[str], int]:
+    """(image files under `folder`, recursively, sorted; how many other files were left out)."""
+    files = [p for p in folder.rglob("*") if p.is_file()]
+    images = sorted(str(p.resolve()) for p in files if p.suffix.lower() in IMAGE_EXTENSIONS)
+    if not images:
         raise PolyheadError(f"no images found under '{folder}' (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
-    return files
+    return images, len(files) - len(images)
+
+
+@dataclass
+class PredictionSummary:
+    """What `Predictor.predict_to_file` wrote: `rows`, of which `bad_images` could not be read (their
+    `error` cell says why), and `ignored_files`: files of an image folder that are not images."""
+
+    out: str
+    rows: int
+    bad_images: int = 0
+    ignored_files: int = 0
+
+
+class PredictionStream:
+    """The prediction DataFrames of one source, one per batch (see polyhead.engine.predictions).
+
+    Counts as it goes: `bad_images` (rows written with an `error`) and `ignored_files` (files of an
+    image folder left out because their extension is not an image's)."""
+
+    def __init__(self, frames: Iterable[pd.DataFrame], ignored_files: int = 0):
+        self._frames, self.ignored_files, self.bad_images = frames, ignored_files, 0
+
+    def __iter__(self) -> Iterator[pd.DataFrame]:
+        for frame in self._frames:
+            self.bad_images += int(frame[ERROR].notna().sum())
+            yield frame
 
 
 class Predictor:
-    """A loaded bundle plus the run's data settings (image column, root)."""
+    """A loaded bundle plus the run's data settings (image column, root).
 
-    def __init__(self, bundle: Bundle, device: torch.device, config: Config | None = None):
-        self.bundle, self.device, self.config = bundle, device, config
+    `run_dir`: the run folder the bundle belongs to (where `evaluate` writes), or the bundle
+    folder itself when it stands alone."""
+
+    def __init__(self, bundle: Bundle, device: torch.device, config: Config | None = None,
+                 run_dir: Path | None = None):
+        self.bundle, self.device, self.config, self.run_dir = bundle, device, config, run_dir
         self.model = bundle.model.to(device).use_channels_last(True).eval()
         self.tasks = bundle.tasks
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "Predictor":
+        """`path`: a run folder, or a bundle folder (RUN/model or one that stands alone)."""
         bundle = load_bundle(path)
-        config = None
+        config, run_dir = None, Path(path)
         for candidate in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
             if candidate.is_file():
-                config = from_yaml_text(candidate.read_text())
+                config, run_dir = from_yaml_text(candidate.read_text()), candidate.parent
                 break
-        return cls(bundle, resolve_device(device), config)
+        return cls(bundle, resolve_device(device), config, run_dir)
 
-    def _loader(self, split, batch_size: int, num_workers: int) -> DataLoader:
+    def _loader(self, split, batch_size: int, num_workers: int, on_bad_image: str = "error") -> DataLoader:
         p = self.bundle.prep
-        ds = MultiTaskDataset(split, channels=p.channels, size=tuple(p.image_size))
+        ds = MultiTaskDataset(split, channels=p.channels, size=tuple(p.image_size), on_bad_image=on_bad_image)
         return DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
                           pin_memory=self.device.type == "cuda")
 
     def _read(self, table: str | Path, image_column: str | None, root: str | None):
         d = self.config.data if self.config else None
         return read_table(table, image_column=image_column or (d.image_column if d else "image"), root=root,
-                          folder_task=d.folder_task if d else "label")
+                          folder_task=d.folder_task if d else "label",
+                          image_column_from="--image-column, or image_column= in Python; default: the run's "
+                                            "data.image_column")
 
     def evaluate(self, table: str | Path, *, image_column: str | None = None, root: str | None = None,
                  batch_size: int = 128, num_workers: int = 0, show_progress: bool = True,
@@ -112,61 +146,58 @@ class Predictor:
                             max_annotated=r.max_classes_annotated)
         return metrics
 
-    def _source_split(self, source, image_column, root):
+    def _source_split(self, source, image_column, root) -> tuple[EncodedSplit, int]:
+        """(the images to predict, files left out of a folder). `source`: a list of image paths, an
+        image file, a folder (searched recursively) or a table with an image column."""
         if isinstance(source, (list, tuple)):
-            return unlabelled_split([str(Path(p).resolve()) for p in source])
+            return unlabelled_split([str(Path(p).expanduser().resolve()) for p in source]), 0
         path = Path(source).expanduser()
         if path.is_dir():
-            return unlabelled_split(list_images(path), str(path))
+            images, ignored = list_images(path)
+            return unlabelled_split(images, str(path)), ignored
         if not path.exists():
             raise PolyheadError(f"no such file or folder: '{path}'")
+        if path.suffix.lower() in IMAGE_EXTENSIONS:
+            return unlabelled_split([str(path.resolve())], str(path)), 0
         table = self._read(path, image_column, root)
         split = unlabelled_split(table.paths, str(path))
         split.rows = table.frame.index.to_numpy()
-        return split
+        return split, 0
 
     def iter_predictions(self, source: str | Path | Sequence[str], *, image_column: str | None = None,
                          root: str | None = None, batch_size: int = 128, num_workers: int = 0,
-                         show_progress: bool = True) -> Iterable[pd.DataFrame]:
-        """Yield one DataFrame of predictions per batch: `image`, `row`, then each task's columns."""
-        split = self._source_split(source, image_column, root)
-        loader = self._loader(split, batch_size, num_workers)
-        for batch, columns in predict_batches(self.model, self.tasks, loader, device=self.device,
-                                              show_progress=show_progress):
-            paths = [split.paths[i] for i in batch["index"].tolist()]
-            yield pd.DataFrame({IMAGE: paths, "row": batch["row"].tolist(), **columns})
+                         show_progress: bool = True, on_bad_image: str = "skip") -> PredictionStream:
+        """One DataFrame of predictions per batch: `image`, `row`, each task's columns, `error`.
+
+        `source`: an image file, a list of image paths, a folder of images or a table.
+        `on_bad_image`: "skip" (an unreadable image gets a row with its reason in `error` and
+        null predictions) or "error" (the first one stops with an ImageError naming it)."""
+        if on_bad_image not in ("error", "skip"):
+            raise PolyheadError(f"on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
+        split, ignored = self._source_split(source, image_column, root)
+        loader = self._loader(split, batch_size, num_workers, on_bad_image)
+
+        def frames() -> Iterator[pd.DataFrame]:
+            for batch, columns in predict_batches(self.model, self.tasks, loader, device=self.device,
+                                                  show_progress=show_progress):
+                paths = [split.paths[i] for i in batch["index"].tolist()]
+                errors = batch.get("error") or [""] * len(paths)
+                yield prediction_frame(paths, batch["row"].tolist(), columns, list(errors))
+
+        return PredictionStream(frames(), ignored)
 
     def predict(self, source, **kwargs) -> pd.DataFrame:
+        """All predictions in one DataFrame (see `iter_predictions` for the arguments and columns)."""
         frames = list(self.iter_predictions(source, **kwargs))
         return pd.concat(frames, ignore_index=True)
 
-    def predict_to_file(self, source, out: str | Path, **kwargs) -> int:
-        """Stream predictions to Parquet (.parquet) or CSV (.csv); returns the number of rows written."""
-        out = Path(out)
-        fmt = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}.get(out.suffix.lower())
-        if fmt is None:
-            raise PolyheadError(f"--out '{out}': use a .parquet or .csv file name")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".partial")
-        written, writer = 0, None
-        try:
-            for frame in self.iter_predictions(source, **kwargs):
-                if fmt == "parquet":
-                    batch = pa.Table.from_pandas(frame, preserve_index=False)
-                    if writer is None:
-                        writer = pq.ParquetWriter(tmp, batch.schema)
-                    writer.write_table(batch)
-                else:
-                    for col in frame.columns:
-                        if len(frame) and isinstance(frame[col].iloc[0], list):
-                            frame[col] = [json.dumps(v) for v in frame[col]]
-                    frame.to_csv(tmp, mode="a" if written else "w", header=not written, index=False)
-                written += len(frame)
-        finally:
-            if writer is not None:
-                writer.close()
-        tmp.replace(out)
-        return written
+    def predict_to_file(self, source, out: str | Path, **kwargs) -> PredictionSummary:
+        """Stream predictions to Parquet (.parquet), CSV (.csv) or CSV on stdout ("-"); the file
+        appears only when complete (polyhead.engine.predictions)."""
+        output_format(out)  # a bad name fails before any image is read
+        stream = self.iter_predictions(source, **kwargs)
+        rows = write_predictions(stream, out, self.tasks)
+        return PredictionSummary(str(out), rows, stream.bad_images, stream.ignored_files)
 
 
 def load(path: str | Path, device: str = "auto") -> Predictor:

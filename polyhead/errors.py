@@ -16,3 +16,13 @@ class ConfigError(PolyheadError):
 
 class DataError(PolyheadError):
     """A label table, image folder or image cannot be used as given."""
+
+
+class ImageError(DataError):
+    """An image file cannot be decoded. `path` and `reason` (e.g. "file not found") are kept apart
+    from the message so a caller can record the reason beside the path (prediction's `error`
+    column). One positional argument, so a DataLoader worker can re-raise it."""
+
+    def __init__(self, message: str, *, path: str | None = None, reason: str | None = None):
+        super().__init__(message)
+        self.path, self.reason = path, reason if reason is not None else message

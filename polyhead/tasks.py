@@ -109,6 +109,11 @@ class Task:
         """probs [B, K] -> prediction columns (name -> one value per row)."""
         raise NotImplementedError
 
+    def prediction_columns(self) -> dict[str, str]:
+        """The columns `decode` writes, in order, each with its kind: "string", "float",
+        "string_list" or "float_list" (so a prediction file's schema is known before any row)."""
+        raise NotImplementedError
+
     def metrics(self, probs: torch.Tensor, targets: torch.Tensor) -> dict[str, Any]:
         """probs [N, K] and targets of the labelled rows only -> JSON-able metrics."""
         raise NotImplementedError
@@ -182,6 +187,11 @@ class MulticlassTask(Task):
             f"{self.name}_top{k}_prob": top_p.tolist(),
         }
 
+    def prediction_columns(self):
+        k = min(self.config.top_k, self.num_outputs)
+        return {self.name: "string", f"{self.name}_prob": "float", f"{self.name}_top{k}": "string_list",
+                f"{self.name}_top{k}_prob": "float_list"}
+
     def metrics(self, probs, targets):
         c, n = self.num_outputs, int(targets.numel())
         out: dict[str, Any] = {"n": n}
@@ -211,6 +221,16 @@ class BinaryTask(Task):
     type = "binary"
     main_metric = "f1"
 
+    def __init__(self, name: str, config: TaskConfig):
+        super().__init__(name, config)
+        if self.classes is not None and config.positive is not None and len(self.classes) == 2:
+            # `positive` decides whatever the order of `classes`: the head's output is P(positive)
+            pos = _match_label(config.positive, self.classes)
+            if pos is None:
+                raise ConfigError(f"tasks.{name}.positive is {config.positive!r}, which is not one of "
+                                  f"tasks.{name}.classes: {', '.join(self.classes)}")
+            self.classes = [next(c for c in self.classes if c != pos), pos]
+
     @property
     def num_outputs(self) -> int:
         return 1
@@ -218,14 +238,8 @@ class BinaryTask(Task):
     def _infer_classes(self, column, table):
         values = super()._infer_classes(column, table)
         lowered = {v.lower() for v in values}
-        pos = self.config.positive
-        if pos is not None:
-            others = [v for v in values if v != label_str(pos)]
-            if len(others) > 1:
-                raise DataError(f"binary task '{self.name}': column '{self.column}' in {table} has more than two values: "
-                                f"{', '.join(values[:10])}")
-            neg = others[0] if others else ("0" if label_str(pos) == "1" else f"not {pos}")
-            return [neg, label_str(pos)]
+        if self.config.positive is not None:
+            return self._classes_around_positive(values, table)
         if lowered <= (_TRUE | _FALSE):  # 0/1, true/false, yes/no...: the true token is positive
             trues = [v for v in values if v.lower() in _TRUE]
             falses = [v for v in values if v.lower() in _FALSE]
@@ -238,6 +252,22 @@ class BinaryTask(Task):
                             f"(or 0/1, true/false, yes/no), found {len(values)}: {', '.join(values[:10])}; "
                             f"use a multiclass task or set tasks.{self.name}.classes")
         return values  # sorted: the second is the positive class
+
+    def _classes_around_positive(self, values: list[str], table: str) -> list[str]:
+        """[negative, positive] from the column's values and `tasks.<name>.positive`. A column with a
+        single value is accepted (the other class is then named after it, and may not occur)."""
+        given = self.config.positive
+        pos = _match_label(given, values)
+        if pos is None and len(values) > 1:
+            raise ConfigError(f"tasks.{self.name}.positive is {given!r}, which is not one of the values of column "
+                              f"'{self.column}' in {table}: {', '.join(values[:10])}")
+        others = [v for v in values if v != pos]
+        if len(others) > 1:
+            raise DataError(f"binary task '{self.name}': column '{self.column}' in {table} has more than two values: "
+                            f"{', '.join(values[:10])}")
+        pos = pos or label_str(given)
+        neg = others[0] if others else ("0" if pos == "1" else f"not {pos}")
+        return [neg, pos]
 
     def encode(self, column, table):
         neg, pos = self.classes
@@ -259,11 +289,17 @@ class BinaryTask(Task):
     def activate(self, logits):
         return torch.sigmoid(logits.float())
 
+    def predicted(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs [B, 1] -> bool [B]: probability >= threshold (the one rule for decode and metrics)."""
+        return probs[:, 0] >= self.config.threshold
+
     def decode(self, probs):
-        p = probs[:, 0]
         neg, pos = self.classes
-        return {self.name: [pos if x >= self.config.threshold else neg for x in p.tolist()],
-                f"{self.name}_prob": p.tolist()}
+        return {self.name: [pos if x else neg for x in self.predicted(probs).tolist()],
+                f"{self.name}_prob": probs[:, 0].tolist()}
+
+    def prediction_columns(self):
+        return {self.name: "string", f"{self.name}_prob": "float"}
 
     def metrics(self, probs, targets):
         n = int(targets.numel())
@@ -271,15 +307,15 @@ class BinaryTask(Task):
         if n == 0:
             return out
         p, t = probs[:, 0], targets.long()
-        thr = self.config.threshold
-        out["accuracy"] = M.binary_accuracy(p, t, threshold=thr).item()
-        out["precision"] = M.binary_precision(p, t, threshold=thr).item()
-        out["recall"] = M.binary_recall(p, t, threshold=thr).item()
-        out["f1"] = M.binary_f1_score(p, t, threshold=thr).item()
+        hard = self.predicted(probs).long()  # torchmetrics thresholds with `>`: give it the decisions
+        out["accuracy"] = M.binary_accuracy(hard, t).item()
+        out["precision"] = M.binary_precision(hard, t).item()
+        out["recall"] = M.binary_recall(hard, t).item()
+        out["f1"] = M.binary_f1_score(hard, t).item()
         both = 0 < out["positives"] < n
         out["auroc"] = M.binary_auroc(p, t).item() if both else None
         out["average_precision"] = M.binary_average_precision(p, t).item() if both else None
-        out["confusion_matrix"] = M.binary_confusion_matrix(p, t, threshold=thr).tolist()
+        out["confusion_matrix"] = M.binary_confusion_matrix(hard, t).tolist()
         return out
 
 
@@ -287,6 +323,16 @@ def _bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | None) 
     """Sigmoid BCE (binary [n] or multilabel [n, K]); `pos_weight` scales positive examples."""
     pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
     return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
+
+
+def _match_label(given: str, labels: list[str]) -> str | None:
+    """The label `given` names: the same text, else the only one equal ignoring case ("True" is
+    "true": a boolean set on the command line reaches the config as "True")."""
+    key = label_str(given)
+    if key in labels:
+        return key
+    folded = [c for c in labels if c.lower() == key.lower()]
+    return folded[0] if len(folded) == 1 else None
 
 
 def _pair(token: str) -> str:
@@ -354,28 +400,40 @@ class MultilabelTask(Task):
     def activate(self, logits):
         return torch.sigmoid(logits.float())
 
+    def predicted(self, probs: torch.Tensor) -> torch.Tensor:
+        """probs [B, K] -> bool [B, K]: probability >= the label's threshold (decode and metrics)."""
+        return probs >= self.thresholds().to(probs.device)
+
     def decode(self, probs):
-        over = probs >= self.thresholds().to(probs.device)
+        over = self.predicted(probs)
         cols: dict[str, list] = {self.name: [[c for c, on in zip(self.classes, row) if on] for row in over.tolist()]}
         for j, c in enumerate(self.classes):
             cols[f"{self.name}_prob_{c}"] = probs[:, j].tolist()
         return cols
 
+    def prediction_columns(self):
+        return {self.name: "string_list", **{f"{self.name}_prob_{c}": "float" for c in self.classes}}
+
     def metrics(self, probs, targets):
+        """micro_f1, macro_f1, exact_match, mAP and per_label {precision, recall, f1, ap, support}.
+
+        macro_f1 averages per-label F1 over the labels that occur in `targets` or are predicted
+        (None when no label does); mAP averages AP over the labels with a positive and a negative row."""
         n, k = int(targets.shape[0]), len(self.classes)
         out: dict[str, Any] = {"n": n}
         if n == 0:
             return out
         t = targets.long()
-        preds = (probs >= self.thresholds()).long()
+        preds = self.predicted(probs).long()
         kw = dict(num_labels=k, validate_args=False)
-        out["micro_f1"] = M.multilabel_f1_score(preds.float(), t, average="micro", threshold=0.5, **kw).item()
-        out["macro_f1"] = M.multilabel_f1_score(preds.float(), t, average="macro", threshold=0.5, **kw).item()
-        out["exact_match"] = (preds == t).all(dim=1).float().mean().item()
-        prec = M.multilabel_precision(preds.float(), t, average="none", threshold=0.5, **kw).tolist()
-        rec = M.multilabel_recall(preds.float(), t, average="none", threshold=0.5, **kw).tolist()
-        f1 = M.multilabel_f1_score(preds.float(), t, average="none", threshold=0.5, **kw).tolist()
+        hard = preds.float()  # decisions already taken (>= threshold); torchmetrics' 0.5 keeps them
+        f1 = M.multilabel_f1_score(hard, t, average="none", threshold=0.5, **kw).tolist()
         support = t.sum(dim=0).tolist()
+        out["micro_f1"] = M.multilabel_f1_score(hard, t, average="micro", threshold=0.5, **kw).item()
+        out["macro_f1"] = _macro_over_present(f1, support, preds.sum(dim=0).tolist())
+        out["exact_match"] = (preds == t).all(dim=1).float().mean().item()
+        prec = M.multilabel_precision(hard, t, average="none", threshold=0.5, **kw).tolist()
+        rec = M.multilabel_recall(hard, t, average="none", threshold=0.5, **kw).tolist()
         ap = []
         for j in range(k):
             col = t[:, j]
@@ -385,6 +443,14 @@ class MultilabelTask(Task):
         out["per_label"] = {c: {"precision": prec[j], "recall": rec[j], "f1": f1[j], "ap": ap[j], "support": support[j]}
                             for j, c in enumerate(self.classes)}
         return out
+
+
+def _macro_over_present(f1: list[float], support: list[int], predicted: list[int]) -> float | None:
+    """Mean per-label F1 over the labels that occur in the targets or are predicted; a label with
+    neither has no F1 to speak of (0/0) and is left out, as mAP leaves out labels without positives.
+    None when no label qualifies."""
+    present = [f for f, s, p in zip(f1, support, predicted) if s > 0 or p > 0]
+    return float(np.mean(present)) if present else None
 
 
 TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (MulticlassTask, BinaryTask, MultilabelTask)}
@@ -405,4 +471,8 @@ def task_from_dict(d: dict) -> Task:
     """Rebuild a task saved by `Task.to_dict` (bundle loading)."""
     d = dict(d)
     name = d.pop("name")
+    if d.get("type") == "binary" and len(d.get("classes") or ()) == 2:
+        # the saved order is the one the head was trained with (bundles written before `positive`
+        # reordered the classes may disagree with their `positive`): classes[1] is the head's output
+        d["positive"] = d["classes"][1]
     return build_task(name, TaskConfig(**d))

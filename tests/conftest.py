@@ -3,7 +3,8 @@
 Each 16x16 RGB image is noise plus one bright 8x8 patch:
   - `quadrant` (multiclass): which quadrant holds the patch (tl, tr, bl, br)
   - `red` (binary): the patch is red (else blue)
-  - `tags` (multilabel): {"top" if the patch is in the top half, "left" if in the left half, "warm" if red}
+  - `tags` (multilabel): {"top" if the patch is in the top half, "left" if in the left half, "warm" if red};
+    a blue patch bottom right has none: its cell is "[]" (labelled, no tag applies; an empty cell is missing)
 Every task is learnable from the pixels, so a few epochs of a tiny CNN score well above chance.
 """
 
@@ -47,7 +48,8 @@ def make_dataset(folder, n: int = 160, seed: int = 0, missing: float = 0.0, with
         q, red = QUADRANTS[i % 4], bool(rng.random() < 0.5)
         path = f"images/{i:04d}.png"
         make_image(q, red, rng).save(folder / path)
-        row = {"image": path, "quadrant": q, "red": "yes" if red else "no", "tags": "|".join(tags_of(q, red))}
+        tags = tags_of(q, red)  # a blue patch bottom right has no tag: "[]" (labelled, none applies)
+        row = {"image": path, "quadrant": q, "red": "yes" if red else "no", "tags": "|".join(tags) or "[]"}
         if missing:
             if rng.random() < missing:
                 row["red"] = None

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from polyhead.config.schema import TaskConfig
-from polyhead.errors import DataError
+from polyhead.errors import ConfigError, DataError
 from polyhead.tasks import build_task, task_from_dict
 
 
@@ -145,3 +145,104 @@ def test_task_dict_round_trip():
     t.fit_classes(col(["a|b"]), "t")
     again = task_from_dict(t.to_dict())
     assert again.classes == ["a", "b"] and again.config.thresholds == {"a": 0.3} and again.type == "multilabel"
+
+
+# ---- binary: `positive` decides the positive class --------------------------------------------
+def test_binary_positive_decides_over_the_class_order():
+    """classes [yes, no] with positive yes: targets, metrics and `_prob` are for "yes" (hand-computed)."""
+    t = build_task("b", TaskConfig(type="binary", classes=["yes", "no"], positive="yes"))
+    targets, mask = t.encode(col(["yes", "no", "yes", "yes", "no"]), "t")
+    assert targets.tolist() == [1.0, 0.0, 1.0, 1.0, 0.0] and mask.all()
+    probs = torch.tensor([[0.9], [0.8], [0.3], [0.7], [0.1]])  # the head's probability of "yes"
+    cols = t.decode(probs)
+    assert cols["b"] == ["yes", "yes", "no", "yes", "no"]
+    assert cols["b_prob"] == pytest.approx([0.9, 0.8, 0.3, 0.7, 0.1])
+    m = t.metrics(probs, torch.as_tensor(targets))
+    # predicted yes: rows 1, 2, 4; true yes: rows 1, 3, 4 -> TP 2, FP 1, FN 1, TN 1
+    assert m["positives"] == 3 and m["accuracy"] == pytest.approx(3 / 5)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["f1"] == pytest.approx(2 / 3)
+    # AUROC: yes scores {0.9, 0.3, 0.7} above no scores {0.8, 0.1} in 4 of 6 pairs
+    assert m["auroc"] == pytest.approx(4 / 6)
+    again = task_from_dict(t.to_dict())  # the bundle keeps the same positive class
+    assert again.decode(probs)["b"] == cols["b"]
+
+
+def test_binary_positive_outside_the_classes_is_one_config_error():
+    with pytest.raises(ConfigError, match=r"^tasks\.b\.positive is 'maybe', which is not one of "
+                                          r"tasks\.b\.classes: yes, no$"):
+        build_task("b", TaskConfig(type="binary", classes=["yes", "no"], positive="maybe"))
+
+
+def test_binary_positive_that_is_not_a_value_of_the_column():
+    t = build_task("footwear", TaskConfig(type="binary", positive="maybe"))
+    with pytest.raises(ConfigError, match=r"^tasks\.footwear\.positive is 'maybe', which is not one of the values "
+                                          r"of column 'footwear' in t\.csv: no, yes$"):
+        t.fit_classes(col(["yes", "no", None]), "t.csv")
+    three = build_task("b", TaskConfig(type="binary", positive="a"))
+    with pytest.raises(DataError, match="more than two values: a, b, c"):
+        three.fit_classes(col(["a", "b", "c"]), "t")
+
+
+def test_binary_positive_matches_a_boolean_column_whatever_its_case():
+    """`positive=true` on the command line reaches the task as "True"; a bool column reads "true"."""
+    t = build_task("b", TaskConfig(type="binary", positive="True"))
+    t.fit_classes(col([True, False]), "t")
+    assert t.classes == ["false", "true"]
+    assert t.encode(col([True, False]), "t")[0].tolist() == [1.0, 0.0]
+
+
+# ---- one threshold rule: probability >= threshold is positive ---------------------------------
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_binary_decode_and_metrics_agree_at_the_threshold(threshold):
+    t = build_task("b", TaskConfig(type="binary", classes=["no", "yes"], threshold=threshold))
+    probs = torch.tensor([[threshold]], dtype=torch.float32)  # exactly the threshold, in float32
+    assert t.decode(probs)["b"] == ["yes"]
+    m = t.metrics(probs, torch.tensor([1.0]))
+    assert m["recall"] == 1.0 and m["confusion_matrix"] == [[0, 0], [0, 1]]
+
+
+@pytest.mark.parametrize("threshold", [0.5, 0.7])
+def test_multilabel_decode_and_metrics_agree_at_the_threshold(threshold):
+    t = build_task("tags", TaskConfig(type="multilabel", classes=["a", "b"], threshold=threshold))
+    probs = torch.tensor([[threshold, 0.1]], dtype=torch.float32)
+    assert t.decode(probs)["tags"] == [["a"]]
+    m = t.metrics(probs, torch.tensor([[1.0, 0.0]]))
+    assert m["per_label"]["a"]["recall"] == 1.0 and m["exact_match"] == 1.0
+
+
+# ---- multilabel macro-F1 over the labels of the split -----------------------------------------
+def test_multilabel_macro_f1_leaves_out_labels_absent_from_the_split():
+    """Perfect predictions; label "c" neither occurs nor is predicted: macro-F1 is 1.0, like mAP."""
+    t = build_task("tags", TaskConfig(type="multilabel", classes=["a", "b", "c"]))
+    targets = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    probs = targets * 0.8 + 0.1  # 0.9 where the label applies, 0.1 elsewhere
+    m = t.metrics(probs, targets)
+    assert m["micro_f1"] == pytest.approx(1.0) and m["macro_f1"] == pytest.approx(1.0)
+    assert m["mAP"] == pytest.approx(1.0)
+    # a label predicted but never true counts (F1 0): (1 + 1 + 0) / 3
+    wrong = probs.clone()
+    wrong[3, 2] = 0.9
+    assert t.metrics(wrong, targets)["macro_f1"] == pytest.approx(2 / 3)
+
+
+def test_prediction_columns_name_every_decoded_column():
+    probs = {"multiclass": torch.tensor([[0.7, 0.2, 0.1]]), "binary": torch.tensor([[0.6]]),
+             "multilabel": torch.tensor([[0.7, 0.2, 0.1]])}
+    for kind, p in probs.items():
+        classes = ["a", "b"] if kind == "binary" else ["a", "b", "c"]
+        t = build_task("x", TaskConfig(type=kind, classes=classes, top_k=2))
+        columns = t.prediction_columns()
+        decoded = t.decode(p)
+        assert list(decoded) == list(columns), kind
+        for name, kind_of in columns.items():
+            value = decoded[name][0]
+            expected = {"string": str, "float": float, "string_list": list, "float_list": list}[kind_of]
+            assert isinstance(value, expected), (name, value)
+
+
+def test_a_saved_binary_task_keeps_the_class_order_its_head_was_trained_with():
+    """A bundle saved before `positive` reordered the classes: its head's output is P(classes[1])."""
+    old = {"name": "b", "type": "binary", "classes": ["yes", "no"], "positive": "yes"}
+    t = task_from_dict(old)
+    assert t.classes == ["yes", "no"] and t.decode(torch.tensor([[0.9]]))["b"] == ["no"]

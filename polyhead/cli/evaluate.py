@@ -11,7 +11,8 @@ def add_parser(sub) -> None:
                                    "task's label are not scored for that task.")
     p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
     p.add_argument("--table", required=True, help="labelled CSV / Parquet / JSONL table or image folder")
-    p.add_argument("--out", help="metrics JSON to write (default: RUN_DIR/evaluations/<table>.json)")
+    p.add_argument("--out", help="metrics JSON to write (default: <run>/evaluations/<table>.json, in the run "
+                                 "folder also when RUN_DIR is its bundle folder RUN/model)")
     p.add_argument("--no-plots", action="store_true",
                    help="skip the plots (RUN_DIR/evaluations/<table>/plots/) and the refreshed RUN_DIR/report.html")
     add_model_input_args(p)
@@ -28,7 +29,8 @@ def run(args) -> int:
     from polyhead.engine.summary import metrics_table
 
     predictor = Predictor.load(args.run_dir, args.device)
-    evaluations = Path(args.run_dir) / "evaluations"
+    run_dir = predictor.run_dir  # RUN/model evaluates into RUN, never inside the bundle
+    evaluations = run_dir / "evaluations"
     plots = not args.no_plots and (predictor.config is None or predictor.config.report.enabled)
     plots_dir = evaluations / Path(args.table).stem / "plots" if plots else None
     metrics = predictor.evaluate(args.table, plots_dir=plots_dir, **input_kwargs(args))
@@ -44,8 +46,8 @@ def run(args) -> int:
     if plots:  # the run's report, written again, shows every evaluation (metrics and plots)
         from polyhead.reports.html import write_report
 
-        console.print(f"plots: {plots_dir}\nreport: {write_report(Path(args.run_dir))}")
+        console.print(f"plots: {plots_dir}\nreport: {write_report(run_dir)}")
     from polyhead.tracking._run import log_evaluation
 
-    log_evaluation(Path(args.run_dir), args.table, metrics, out, console)  # into the training's MLflow run, if any
+    log_evaluation(run_dir, args.table, metrics, out, console)  # into the training's MLflow run, if any
     return 0

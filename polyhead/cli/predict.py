@@ -1,20 +1,31 @@
-"""polyhead predict RUN_DIR --images DIR|--table TABLE --out predictions.parquet"""
+"""polyhead predict RUN_DIR --images DIR|IMAGE...|--table TABLE --out predictions.parquet|.csv|-"""
 
 from __future__ import annotations
+
+import sys
 
 from polyhead.cli.common import add_model_input_args, input_kwargs
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("predict", help="predict every task for a folder of images or a table",
+    p = sub.add_parser("predict", help="predict every task for images, a folder of images or a table",
                        description="Writes one row per image: per multiclass task the label, its probability and "
-                                   "the top-k; per binary task probability and label; per multilabel task the "
-                                   "labels over threshold and every label's probability. Streams in batches.")
+                                   "the top-k; per binary task the label and the positive class's probability; per "
+                                   "multilabel task the labels over threshold and every label's probability; and "
+                                   "`error`, why an image could not be read (empty for a good one). Streams in "
+                                   "batches; the output file appears only when complete.")
     p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", help="folder of images (searched recursively)")
-    src.add_argument("--table", help="table with an image column")
-    p.add_argument("--out", required=True, help="output .parquet or .csv")
+    src.add_argument("--images", nargs="+", metavar="PATH",
+                     help="a folder of images (searched recursively; other files are counted and left out), "
+                          "or one or more image files")
+    src.add_argument("--table", help="CSV / Parquet / JSONL table with an image column (see --image-column)")
+    p.add_argument("--out", required=True,
+                   help="output file: .parquet, .csv (list cells joined with the task's delimiter), "
+                        "or - for CSV on stdout")
+    p.add_argument("--on-bad-image", choices=("error", "skip"), default="skip",
+                   help="an unreadable, missing or truncated image: skip (default; its row gets the reason in "
+                        "the 'error' column and empty predictions) or error (stop, naming it)")
     add_model_input_args(p)
     p.set_defaults(func=run)
 
@@ -22,7 +33,18 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from polyhead.api import Predictor
 
+    to_stdout = args.out == "-"
+    say = sys.stderr if to_stdout else sys.stdout  # stdout is the CSV itself with --out -
     predictor = Predictor.load(args.run_dir, args.device)
-    n = predictor.predict_to_file(args.images or args.table, args.out, **input_kwargs(args))
-    print(f"wrote {n} predictions to {args.out}")
+    source = args.table or (args.images[0] if len(args.images) == 1 else args.images)
+    kwargs = input_kwargs(args)
+    if to_stdout:
+        kwargs["show_progress"] = False
+    done = predictor.predict_to_file(source, args.out, on_bad_image=args.on_bad_image, **kwargs)
+    if done.ignored_files:
+        print(f"left out {done.ignored_files} file(s) that are not images (by extension) under "
+              f"'{args.images[0]}'", file=say)
+    if done.bad_images:
+        print(f"skipped {done.bad_images} unreadable image(s); see the 'error' column", file=say)
+    print(f"wrote {done.rows} predictions to {'stdout' if to_stdout else args.out}", file=say)
     return 0

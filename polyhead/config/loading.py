@@ -27,6 +27,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from polyhead.config.schema import Config
 from polyhead.config.validation import validate
+from polyhead.config.yaml_labels import load_yaml
 from polyhead.errors import ConfigError
 
 GROUPS = ("model", "optimizer", "scheduler")
@@ -60,7 +61,7 @@ def _load_preset(group: str, name: str, config_dir: Path | None) -> dict:
 def _read_yaml(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return load_yaml(fh)  # yaml.safe_load, but an unquoted `yes` where a label goes stays "yes"
     except FileNotFoundError:
         raise ConfigError(f"config file not found: '{path}'") from None
     except yaml.YAMLError as exc:

@@ -55,7 +55,11 @@ def render() -> str:
     lines = ["# Config reference", "",
              "Generated from `polyhead/config/schema.py` by `python -m polyhead.config.reference`.",
              "An unknown key or a value of the wrong type is an error. Override any key from the",
-             "command line: `polyhead train my.yaml data.batch_size=32` (Hydra syntax, see README).", ""]
+             "command line: `polyhead train my.yaml data.batch_size=32` (Hydra syntax, see README).",
+             "In a config file an unquoted `yes`, `no`, `on`, `off`, `true` or `false` is a boolean, except",
+             "where a label goes (the items of `classes`, `positive`, and mapping keys such as the labels of",
+             "`thresholds`): there it is the word as written, so `classes: [yes, no]` means the labels",
+             "\"yes\" and \"no\" (polyhead.config.yaml_labels).", ""]
     for section, cls in SECTIONS:
         comments = _comments(cls)
         lines += [f"## `{section}`", "", "| key | type | default | meaning |", "|---|---|---|---|"]

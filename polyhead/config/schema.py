@@ -26,9 +26,9 @@ class TaskConfig:
     label_smoothing: float = 0.0  # cross-entropy label smoothing in [0, 1)
     top_k: int = 3  # how many ranked labels `predict` writes and top-k accuracy uses
     # binary
-    positive: Optional[str] = None  # the label that counts as positive (default: 1/true/yes or the 2nd class)
+    positive: Optional[str] = None  # the label that counts as positive, even when `classes` lists it first (default: 1/true/yes or the 2nd class)
     pos_weight: Optional[float] = None  # BCE weight of positive examples (binary and multilabel)
-    threshold: float = 0.5  # decision threshold (binary; default for every multilabel label)
+    threshold: float = 0.5  # decision threshold: probability >= threshold is positive (binary; default for every multilabel label)
     # multilabel
     thresholds: Optional[Dict[str, float]] = None  # per-label thresholds, overriding `threshold`
     delimiter: str = "|"  # separator in string cells such as "red|blue"

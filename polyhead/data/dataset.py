@@ -5,7 +5,9 @@ A batch (after the default collate) is:
      "targets": {task: Tensor[B] or Tensor[B, K]},
      "mask":    {task: bool [B]},
      "row":     int64 [B]   (1-based row of the source table, for messages),
-     "index":   int64 [B]   (position in the split)}
+     "index":   int64 [B]   (position in the split),
+     "error":   list[str]   (only with on_bad_image="skip", for prediction: why each image could
+                             not be read, "" when it could; an unreadable image is all zeros)}
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from torch.utils.data import Dataset
 
 from polyhead.data.images import load_image
 from polyhead.data.tables import LabelTable, check_columns
+from polyhead.errors import ImageError
 from polyhead.tasks import Task
 
 
@@ -108,19 +111,32 @@ class MultiTaskDataset(Dataset):
 
     An item is a position, or (epoch, position) from a `SourceSampler(tag_epoch=True)`: then the
     transform draws from a generator seeded by (seed, epoch, position) (the global RNG is
-    forked, so it is left as it was), which makes augmentation identical on a resumed run."""
+    forked, so it is left as it was), which makes augmentation identical on a resumed run.
+
+    `on_bad_image`: "error" (an unreadable image raises `ImageError`; training checks images
+    before it starts) or "skip" (prediction: the item carries the reason in "error")."""
 
     def __init__(self, split: EncodedSplit, *, channels: int, size: tuple[int, int],
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0):
+                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0,
+                 on_bad_image: str = "error"):
         self.split, self.channels, self.size, self.transform = split, channels, tuple(size), transform
-        self.seed = seed
+        self.seed, self.on_bad_image = seed, on_bad_image
+
+    def _image(self, i: int) -> tuple[torch.Tensor, str]:
+        """(uint8 [C, H, W], "" ) or, with on_bad_image="skip", (zeros, why the image is unreadable)."""
+        try:
+            return load_image(self.split.paths[i], channels=self.channels, size=self.size), ""
+        except ImageError as exc:
+            if self.on_bad_image != "skip":
+                raise
+            return torch.zeros((self.channels, *self.size), dtype=torch.uint8), exc.reason
 
     def __len__(self) -> int:
         return len(self.split)
 
     def __getitem__(self, item: int | tuple[int, int]) -> dict:
         epoch, i = item if isinstance(item, tuple) else (None, item)
-        image = load_image(self.split.paths[i], channels=self.channels, size=self.size)
+        image, error = self._image(i)
         if self.transform is not None and epoch is not None:
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator only: torch.manual_seed also seeds every accelerator (~100x slower)
@@ -128,10 +144,13 @@ class MultiTaskDataset(Dataset):
                 image = self.transform(image)
         elif self.transform is not None:
             image = self.transform(image)
-        return {
+        item = {
             "image": image,
             "targets": {t: torch.as_tensor(v[i]) for t, v in self.split.targets.items()},
             "mask": {t: torch.as_tensor(bool(m[i])) for t, m in self.split.masks.items()},
             "row": torch.as_tensor(int(self.split.rows[i])),
             "index": torch.as_tensor(i),
         }
+        if self.on_bad_image == "skip":
+            item["error"] = error
+        return item

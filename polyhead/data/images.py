@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from polyhead.errors import DataError
+from polyhead.errors import ImageError
 
 __all__ = ["load_image", "to_channels_and_size"]
 
@@ -52,8 +52,9 @@ def load_image(path: str | os.PathLike, *, channels: int, size: tuple[int, int])
         uint8 tensor [channels, H, W], contiguous.
 
     Raises:
-        DataError: the file is missing, unreadable, truncated, not an image, or
-            larger than Pillow's decompression-bomb limit.
+        ImageError (a DataError; `.reason` is the message without the path): the file is
+            missing, unreadable, truncated, not an image, or larger than Pillow's
+            decompression-bomb limit.
     """
     _check_args(channels, size)
     try:
@@ -184,5 +185,5 @@ def _is_empty(path: str | os.PathLike) -> bool:
         return False
 
 
-def _error(path: str | os.PathLike, reason: str) -> DataError:
-    return DataError(f"cannot read image '{os.fspath(path)}': {reason}")
+def _error(path: str | os.PathLike, reason: str) -> ImageError:
+    return ImageError(f"cannot read image '{os.fspath(path)}': {reason}", path=os.fspath(path), reason=reason)

@@ -87,8 +87,9 @@ def read_image_folder(root: Path, task: str) -> pd.DataFrame:
 
 
 def read_table(path: str | Path, *, image_column: str = "image", root: str | Path | None = None,
-               folder_task: str = "label") -> LabelTable:
-    """Read a table or image folder. Image paths resolve against `root`, else the table's folder."""
+               folder_task: str = "label", image_column_from: str = "data.image_column") -> LabelTable:
+    """Read a table or image folder. Image paths resolve against `root`, else the table's folder.
+    `image_column_from` says where the image column is set (shown when the table lacks it)."""
     path = Path(path).expanduser()
     if path.is_dir():
         frame = read_image_folder(path, folder_task)
@@ -97,7 +98,7 @@ def read_table(path: str | Path, *, image_column: str = "image", root: str | Pat
     else:
         frame = _read_file(path)
         if image_column not in frame.columns:
-            raise DataError(f"table '{path}' has no image column '{image_column}' (data.image_column); "
+            raise DataError(f"table '{path}' has no image column '{image_column}' ({image_column_from}); "
                             f"columns: {', '.join(map(str, frame.columns))}")
         base = Path(root).expanduser() if root else path.parent
         frame = frame.rename(columns={image_column: IMAGE}) if image_column != IMAGE else frame

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from polyhead.data.dataset import EncodedSplit
-from polyhead.errors import DataError, PolyheadError
+from polyhead.errors import DataError, ImageError, PolyheadError
 
 SPLITS = ("train", "val", "test")
 SKIPPED_COLUMNS = ("split", "table", "row", "image", "reason")  # skipped_rows.csv (read by the trackers)
@@ -184,10 +184,8 @@ def _check_decode(path: str, channels: int, size: tuple[int, int]) -> tuple[str,
 
     try:
         load_image(path, channels=channels, size=size)
-    except DataError as exc:
-        text = str(exc)
-        prefix = f"cannot read image '{path}': "
-        return "decode", text[len(prefix):] if text.startswith(prefix) else text
+    except ImageError as exc:
+        return "decode", exc.reason
     return None
 
 

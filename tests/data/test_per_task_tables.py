@@ -21,7 +21,6 @@ def per_task(tmp_path):
     """main.csv labels only `tags`, quadrant.csv only `quadrant`, red/red.csv only `red` (different images)."""
     main_df = make_dataset(tmp_path / "main", n=40, seed=1)
     main_df["image"] = "main/" + main_df["image"]
-    main_df["tags"] = main_df["tags"].replace("", "[]")  # labelled, no tag applies (blank = unlabelled)
     main_df[["image", "tags"]].to_csv(tmp_path / "main.csv", index=False)
     quad = make_dataset(tmp_path / "quad", n=160, seed=2)
     quad["image"] = "quad/" + quad["image"]

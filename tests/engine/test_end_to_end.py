@@ -1,4 +1,4 @@
-"""Train -> evaluate -> predict through the CLI on a small generated dataset."""
+"""Train (through the Python API, keeping the model) -> evaluate -> predict through the CLI on a small generated dataset."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from polyhead.model.bundle import load_bundle
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained_result(tmp_path_factory):
+    """(root, RunResult): trained through the Python API, so the in-memory model is kept."""
+    import polyhead
     from conftest import make_dataset, write_config
 
     root = tmp_path_factory.mktemp("e2e")
@@ -21,10 +23,16 @@ def trained(tmp_path_factory):
     df.to_csv(root / "labels.csv", index=False)
     make_dataset(root / "holdout", n=60, seed=1).to_parquet(root / "holdout" / "test.parquet", index=False)
     write_config(root / "config.yaml", "labels.csv", epochs=8)
-    rc = main(["train", str(root / "config.yaml"), f"output_dir={root / 'runs'}", "run_name=e2e",
-               f"data.test_table={root / 'holdout' / 'test.parquet'}"])
-    assert rc == 0
-    return root, root / "runs" / "e2e"
+    result = polyhead.fit(root / "config.yaml", [f"output_dir={root / 'runs'}", "run_name=e2e",
+                                                 f"data.test_table={root / 'holdout' / 'test.parquet'}"])
+    assert result.run_dir == root / "runs" / "e2e"
+    return root, result
+
+
+@pytest.fixture(scope="module")
+def trained(trained_result):
+    root, result = trained_result
+    return root, result.run_dir
 
 
 def test_run_folder_contents(trained):
@@ -48,6 +56,7 @@ def test_learns_every_task_well_above_chance(trained):
     assert test["red"]["accuracy"] > 0.85  # chance: ~0.5
     assert test["tags"]["micro_f1"] > 0.8
     assert test["quadrant"]["n"] == 60
+    assert test["tags"]["n"] == 60  # the "[]" rows (labelled, no tag applies) are scored too
 
 
 def test_partial_labels_are_scored_on_labelled_rows_only(trained):
@@ -59,6 +68,24 @@ def test_partial_labels_are_scored_on_labelled_rows_only(trained):
     assert train["labelled"]["tags"] < train["rows"]
     val = json.loads((run / "metrics.json").read_text())["val"]
     assert val["red"]["n"] == data["val"]["labelled"]["red"]
+    table = pd.read_csv(root / "labels.csv", keep_default_na=False)
+    assert (table["tags"] == "[]").any()  # the data holds "labelled, no tag applies" rows
+    assert data["train"]["labelled"]["tags"] + data["val"]["labelled"]["tags"] == int((table["tags"] != "").sum())
+
+
+def test_empty_list_cells_are_labelled_with_no_tag(trained):
+    """A "[]" cell: mask True and all-zero targets; an empty cell: mask False."""
+    from polyhead.data.dataset import encode_table
+    from polyhead.data.tables import read_table
+
+    root, run = trained
+    table = read_table(root / "labels.csv")
+    split = encode_table(table, {"tags": load_bundle(run).tasks["tags"]})
+    cells = pd.read_csv(root / "labels.csv", keep_default_na=False)["tags"].to_numpy()
+    empty_list, blank = cells == "[]", cells == ""
+    assert empty_list.sum() > 5 and blank.sum() > 5
+    assert split.masks["tags"][empty_list].all() and not split.targets["tags"][empty_list].any()
+    assert not split.masks["tags"][blank].any()
 
 
 def test_evaluate_cli(trained, capsys):
@@ -92,16 +119,23 @@ def test_predict_folder(trained, suffix):
     assert set(merged["red"]) <= {"yes", "no"}
 
 
-def test_bundle_round_trip_gives_identical_outputs(trained):
-    _, run = trained
-    a, b = load_bundle(run), load_bundle(run / "model")
-    x = torch.randint(0, 255, (3, 3, 16, 16), dtype=torch.uint8)
-    out_a, out_b = a.model(x), b.model(x)
-    for task in ("quadrant", "red", "tags"):
-        assert torch.equal(out_a[task], out_b[task])
-    assert a.tasks["quadrant"].classes == ["bl", "br", "tl", "tr"]
-    assert a.tasks["red"].classes == ["no", "yes"]
-    assert a.prep.image_size == (16, 16)
+def test_bundle_round_trip_gives_the_trained_models_outputs(trained_result):
+    """The bundle loaded from disk computes what the trained model in memory computes."""
+    _, result = trained_result
+    trained_model = result.model.cpu().eval()
+    x = torch.randint(0, 255, (5, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = trained_model(x)
+        for path in (result.run_dir, result.run_dir / "model"):  # a run folder or its bundle folder
+            bundle = load_bundle(path)
+            got = bundle.model.eval()(x)
+            assert set(got) == set(expected) == {"quadrant", "red", "tags"}
+            for task in expected:
+                torch.testing.assert_close(got[task], expected[task], rtol=0, atol=1e-5)
+            assert {n: t.classes for n, t in bundle.tasks.items()} == {n: t.classes for n, t in result.tasks.items()}
+    assert bundle.tasks["quadrant"].classes == ["bl", "br", "tl", "tr"]
+    assert bundle.tasks["red"].classes == ["no", "yes"]
+    assert bundle.prep.image_size == (16, 16)
 
 
 def test_python_api_predict_matches_cli_classes(trained):

@@ -360,6 +360,12 @@ CONFIG_CASES = {
     "config-unknown-weighting": (["training.weighting=magic"], r"bad value for config key 'training\.weighting': "
                                                                r"'magic'; expected one of .*pcgrad"),
     "config-bad-validate-mode": (["data.validate=deep"], r"data\.validate.*'deep'.*off, header, full"),
+    "config-binary-positive-not-a-value": (["tasks.red.positive=maybe"],
+                                           r"error: tasks\.red\.positive is 'maybe', which is not one of the values of "
+                                           r"column 'red' in .*labels\.csv.*: no, yes$"),
+    "config-binary-positive-not-a-class": (["tasks.red.classes=[yes,no]", "tasks.red.positive=maybe"],
+                                           r"error: tasks\.red\.positive is 'maybe', which is not one of "
+                                           r"tasks\.red\.classes: yes, no$"),
 }
 
 
@@ -367,6 +373,25 @@ CONFIG_CASES = {
 def test_config_errors(corpus, capsys, case):
     overrides, pattern = CONFIG_CASES[case]
     user_error(capsys, ["train", corpus["folder"] / "config.yaml", *overrides], pattern)
+
+
+def test_yaml_boolean_labels_train(corpus, tmp_path, capsys):
+    """`classes: [yes, no]` and `positive: yes` unquoted are the labels "yes" and "no"; positive decides."""
+    cfg = _variant(corpus, tmp_path, corpus["base"])
+    text = cfg.read_text().replace('red: {type: binary, positive: "yes"}', "red: {type: binary, classes: [yes, no], positive: yes}")
+    assert "classes: [yes, no], positive: yes}" in text
+    cfg.write_text(text)
+    code, out, err = cli(capsys, "train", cfg, "data.split_column=split", f"output_dir={tmp_path / 'runs'}",
+                         "run_name=yaml")
+    assert code == 0, err
+    bundle = json.loads((tmp_path / "runs" / "yaml" / "model" / "bundle.json").read_text())
+    red = next(t for t in bundle["tasks"] if t["name"] == "red")
+    assert red["classes"] == ["no", "yes"] and red["positive"] == "yes"
+    data = json.loads((tmp_path / "runs" / "yaml" / "data.json").read_text())
+    assert data["train"]["labelled"]["red"] == data["train"]["rows"]
+    val = corpus["base"][corpus["base"]["split"] == "val"]
+    metrics = json.loads((tmp_path / "runs" / "yaml" / "metrics.json").read_text())
+    assert metrics["val"]["red"]["positives"] == int((val["red"] == "yes").sum())
 
 
 def test_output_dir_not_writable(corpus, tmp_path, capsys):
@@ -461,6 +486,69 @@ def test_validate_off_skips_the_check(corpus, tmp_path, capsys):
                r"cannot read image '.*(nope\.png': file not found|text\.jpg': not an image file.*)$")
 
 
+# ---- bad images and tables during `polyhead predict` ----------------------------------------------
+@pytest.fixture(scope="module")
+def corpus_run(corpus):
+    """A run trained for one epoch on the corpus's good rows."""
+    folder = corpus["folder"]
+    corpus["base"].to_csv(folder / "good.csv", index=False)
+    argv = ["train", folder / "config.yaml", "data.split_column=split", f"data.train_table={folder / 'good.csv'}",
+            f"output_dir={folder / 'runs'}", "run_name=predict"]
+    assert main([str(a) for a in argv]) == 0
+    return folder / "runs" / "predict"
+
+
+# file under special/ -> the `error` cell `predict` writes for it (None: predicted)
+PREDICT_CASES = {
+    "truncated.jpg": r"image file is truncated", "truncated.png": r"truncated|corrupt",
+    "zero.png": r"^the file is empty \(0 bytes\)$", "text.jpg": r"^not an image file, or a format Pillow cannot read$",
+    "bomb.png": r"exceeds limit", "over_limit.png": r"exceeds limit", "short_data.png": r"truncated|corrupt",
+    "good.jpg": None, "good.png": None, "cmyk.jpg": None, "deep16.png": None, "one_pixel.png": None,
+    "animated.gif": None, "absolute.png": None, "ünïcødé café.png": None,
+}
+
+
+@pytest.mark.parametrize("out", ["p.parquet", "p.csv"])
+def test_predict_over_a_folder_with_bad_images(corpus, corpus_run, tmp_path, capsys, out):
+    """predict-bad-image-skip: every file of the image corpus (and a text file) under one folder."""
+    import shutil
+
+    photos = tmp_path / "photos"
+    shutil.copytree(corpus["folder"] / "special", photos)
+    (photos / "notes.txt").write_text("not an image, and not named like one")
+    code, stdout, err = cli(capsys, "predict", corpus_run, "--images", photos, "--out", tmp_path / out,
+                            "--num-workers", "0", "--batch-size", "4")
+    assert code == 0, err
+    bad = sum(1 for v in PREDICT_CASES.values() if v)
+    assert f"skipped {bad} unreadable image(s); see the 'error' column" in stdout
+    assert "left out 1 file(s) that are not images (by extension)" in stdout
+    df = pd.read_parquet(tmp_path / out) if out.endswith(".parquet") else pd.read_csv(tmp_path / out)
+    assert sorted(Path(p).name for p in df["image"]) == sorted(PREDICT_CASES)
+    for path, error, quadrant in zip(df["image"], df["error"], df["quadrant"]):
+        expected = PREDICT_CASES[Path(path).name]
+        if expected is None:
+            assert pd.isna(error) and quadrant in ("tl", "tr", "bl", "br"), (path, error)
+        else:
+            assert re.search(expected, error) and pd.isna(quadrant), (path, error)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["photos", out])
+
+
+def test_predict_stops_at_a_bad_image_with_error_policy(corpus, corpus_run, tmp_path, capsys):
+    """predict-bad-image-error: one line naming the image; no output file, no `.partial`."""
+    paths = [corpus["folder"] / "special" / name for name in ("good.png", "good.jpg", "text.jpg")]
+    user_error(capsys, ["predict", corpus_run, "--images", *paths, "--out", tmp_path / "p.parquet",
+                        "--on-bad-image", "error", "--num-workers", "0", "--batch-size", "2"],
+               r"cannot read image '.*text\.jpg': not an image file, or a format Pillow cannot read$")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_table_without_the_image_column(corpus, corpus_run, tmp_path, capsys):
+    """predict-no-image-column: the line names the flag that sets the column."""
+    corpus["base"].rename(columns={"image": "file"}).to_csv(tmp_path / "t.csv", index=False)
+    user_error(capsys, ["predict", corpus_run, "--table", tmp_path / "t.csv", "--out", tmp_path / "p.csv"],
+               r"table '.*t\.csv' has no image column 'image' \(--image-column, .*\); columns: file, quadrant")
+
+
 # ---- the docs list every case ----------------------------------------------------------------------
 CASE_IDS = [
     *IMAGE_CASES, *CONFIG_CASES, "label-outside-classes", "label-empty-or-null", "multilabel-unknown-label",
@@ -468,7 +556,8 @@ CASE_IDS = [
     "task-column-missing", "table-empty", "table-one-class-multiclass", "table-one-class-binary",
     "split-unknown-value", "table-duplicated-rows", "table-train-val-leak", "csv-bom", "csv-semicolon",
     "output-dir-not-writable", "train-bad-images-error", "train-bad-images-skip", "skip-empties-split",
-    "skip-leaves-task-unlabelled", "validate-off", "validate-data-exit-status",
+    "skip-leaves-task-unlabelled", "validate-off", "validate-data-exit-status", "config-yaml-boolean-labels",
+    "predict-bad-image-skip", "predict-bad-image-error", "predict-no-image-column",
 ]
 
 
