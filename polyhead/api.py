@@ -59,26 +59,45 @@ def list_images(folder: Path) -> list[str]:
 
 
 class Predictor:
-    """A loaded bundle plus the run's data settings (image column, root)."""
+    """A loaded bundle plus the run's data settings (image column, root).
 
-    def __init__(self, bundle: Bundle, device: torch.device, config: Config | None = None):
+    With `runner` (an onnxruntime OnnxRunner, see `load(..., backend="onnx")`) predictions come
+    from the exported graph instead of the bundle's model; `bundle` may then be None."""
+
+    def __init__(self, bundle: Bundle | None, device: torch.device, config: Config | None = None, *, runner=None):
         self.bundle, self.device, self.config = bundle, device, config
-        self.model = bundle.model.to(device).use_channels_last(True).eval()
-        self.tasks = bundle.tasks
+        if runner is not None:
+            self.model, self.tasks = runner, runner.tasks
+            self.channels, self.image_size = runner.channels, tuple(runner.image_size)
+        else:
+            self.model = bundle.model.to(device).use_channels_last(True).eval()
+            self.tasks = bundle.tasks
+            self.channels, self.image_size = bundle.prep.channels, tuple(bundle.prep.image_size)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "Predictor":
-        bundle = load_bundle(path)
-        config = None
-        for candidate in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
-            if candidate.is_file():
-                config = from_yaml_text(candidate.read_text())
-                break
-        return cls(bundle, resolve_device(device), config)
+    def load(cls, path: str | Path, device: str = "auto", backend: str = "torch") -> "Predictor":
+        """`backend="onnx"`: run the graph written by `polyhead export` (a run folder, its export
+        folder or a model.onnx file) with onnxruntime on the CPU."""
+        if backend == "onnx":
+            return cls._load_onnx(path, device)
+        if backend != "torch":
+            raise PolyheadError(f"--backend {backend!r}: expected torch or onnx")
+        return cls(load_bundle(path), resolve_device(device), _run_config(path))
+
+    @classmethod
+    def _load_onnx(cls, path: str | Path, device: str) -> "Predictor":
+        from polyhead.export.runtime import OnnxRunner
+
+        if device not in ("auto", "cpu"):
+            raise PolyheadError(f"--device {device}: the onnx backend runs on the CPU (onnxruntime's CPU provider); "
+                                "use --device cpu or --backend torch")
+        runner = OnnxRunner(path)
+        exported = runner.path.parent.parent  # RUN/export/onnx/model.onnx -> RUN/export
+        config = _run_config(path) or (_run_config(exported.parent) if exported.name == "export" else None)
+        return cls(None, torch.device("cpu"), config, runner=runner)
 
     def _loader(self, split, batch_size: int, num_workers: int) -> DataLoader:
-        p = self.bundle.prep
-        ds = MultiTaskDataset(split, channels=p.channels, size=tuple(p.image_size))
+        ds = MultiTaskDataset(split, channels=self.channels, size=self.image_size)
         return DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
                           pin_memory=self.device.type == "cuda")
 
@@ -94,6 +113,8 @@ class Predictor:
 
         `plots_dir`: also write the evaluation plots there (confusion matrices, ROC/PR, calibration,
         worst-classified images; see polyhead.reports.evaluation)."""
+        if self.bundle is None:
+            raise PolyheadError("evaluate runs the PyTorch model: load the run with backend='torch'")
         tasks = self.tasks
         labelled = self._read(table, image_column, root)
         present = {n: t for n, t in tasks.items() if t.column in labelled.frame.columns}
@@ -169,6 +190,14 @@ class Predictor:
         return written
 
 
-def load(path: str | Path, device: str = "auto") -> Predictor:
-    """Load a run folder or bundle folder for prediction and evaluation."""
-    return Predictor.load(path, device)
+def _run_config(path: str | Path) -> Config | None:
+    """The run's config.yaml beside a run or bundle folder (data settings: image column, root)."""
+    for candidate in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
+        if candidate.is_file():
+            return from_yaml_text(candidate.read_text())
+    return None
+
+
+def load(path: str | Path, device: str = "auto", backend: str = "torch") -> Predictor:
+    """Load a run folder or bundle folder for prediction and evaluation (backend: torch or onnx)."""
+    return Predictor.load(path, device, backend)

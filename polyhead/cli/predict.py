@@ -1,4 +1,4 @@
-"""polyhead predict RUN_DIR --images DIR|--table TABLE --out predictions.parquet"""
+"""polyhead predict RUN_DIR --images DIR|--table TABLE --out predictions.parquet [--backend torch|onnx]"""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ def add_parser(sub) -> None:
     src.add_argument("--images", help="folder of images (searched recursively)")
     src.add_argument("--table", help="table with an image column")
     p.add_argument("--out", required=True, help="output .parquet or .csv")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                   help="torch: the run's PyTorch model (default); onnx: the graph written by `polyhead export "
+                        "RUN`, run by onnxruntime on the CPU (RUN_DIR may then be the export folder)")
     add_model_input_args(p)
     p.set_defaults(func=run)
 
@@ -22,7 +25,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from polyhead.api import Predictor
 
-    predictor = Predictor.load(args.run_dir, args.device)
+    predictor = Predictor.load(args.run_dir, args.device, args.backend)
     n = predictor.predict_to_file(args.images or args.table, args.out, **input_kwargs(args))
     print(f"wrote {n} predictions to {args.out}")
     return 0
