@@ -34,7 +34,9 @@ class OnnxRunner:
 
     backend = "onnx"
 
-    def __init__(self, path: str | Path, *, threads: int | None = None):
+    def __init__(self, path: str | Path, *, threads: int | None = None, spin: bool = False):
+        """`path`: see find_model_file. `threads`: intra-op threads (default_threads()). `spin`: let
+        idle pool threads spin-wait (a little faster on a dedicated machine, docs/benchmarks.md)."""
         ort = import_serving_dependency("onnxruntime")
 
         self.path = find_model_file(path)
@@ -45,7 +47,7 @@ class OnnxRunner:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         # Idle pool threads sleep instead of spinning: a server between requests, or `predict`
         # with image-decoding workers, needs those cores (see docs/benchmarks.md for the cost).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         try:
             self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own Fail / InvalidGraph / InvalidProtobuf types
