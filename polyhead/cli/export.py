@@ -43,14 +43,19 @@ def run(args) -> int:
     flag = "--name" if args.name else "the default model name (from the run folder; set --name)"
     name = check_model_name(args.name or default_model_name(run_folder(args.run_dir)), flag)
     out = Path(args.out) if args.out else default_export_dir(args.run_dir, args.format)
-    if args.format == "onnx":
-        graph = export_onnx(bundle, out / MODEL_FILE, name=name, opset=args.opset)
-        print(f"wrote {graph} (model '{name}', opset {args.opset})")
-    else:
-        folder = write_triton_repository(bundle, out, name=name, opset=args.opset, max_batch_size=args.max_batch_size)
-        graph = folder / "1" / MODEL_FILE
-        print(f"wrote Triton model repository {out} (model '{name}': {folder}/config.pbtxt, {graph}; opset "
-              f"{args.opset}); serve it with `tritonserver --model-repository {out}`")
+    try:
+        if args.format == "onnx":
+            graph = export_onnx(bundle, out / MODEL_FILE, name=name, opset=args.opset)
+            print(f"wrote {graph} (model '{name}', opset {args.opset})")
+        else:
+            folder = write_triton_repository(bundle, out, name=name, opset=args.opset,
+                                             max_batch_size=args.max_batch_size)
+            graph = folder / "1" / MODEL_FILE
+            print(f"wrote Triton model repository {out} (model '{name}': {folder}/config.pbtxt, {graph}; opset "
+                  f"{args.opset}); serve it with `tritonserver --model-repository {out}`")
+    except OSError as exc:
+        flag = "--out" if args.out else "the run's export folder (set --out)"
+        raise PolyheadError(f"cannot write the export to '{out}' ({flag}): {exc.strerror or exc}") from None
     return _check(bundle, graph, args.check_images) if args.check else 0
 
 

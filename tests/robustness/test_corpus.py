@@ -495,6 +495,14 @@ def test_export_errors(corpus, tiny_run, tmp_path, capsys, case):
     assert not (tmp_path / "out").exists()
 
 
+def test_export_out_not_writable(tiny_run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    user_error(capsys, ["export", tiny_run, "--out", blocker / "onnx"],
+               rf"cannot write the export to '{re.escape(str(blocker))}/onnx' \(--out\): Not a directory$")
+    assert blocker.read_text() == "not a folder"
+
+
 def test_predict_onnx_not_exported(corpus, tiny_run, tmp_path, capsys):
     user_error(capsys, ["predict", tiny_run, "--images", corpus["folder"] / "images", "--out", tmp_path / "p.csv",
                         "--backend", "onnx"],
@@ -511,7 +519,7 @@ CASE_IDS = [
     "split-unknown-value", "table-duplicated-rows", "table-train-val-leak", "csv-bom", "csv-semicolon",
     "output-dir-not-writable", "train-bad-images-error", "train-bad-images-skip", "skip-empties-split",
     "skip-leaves-task-unlabelled", "validate-off", "validate-data-exit-status",
-    *EXPORT_CASES, "predict-onnx-not-exported",
+    *EXPORT_CASES, "export-out-not-writable", "predict-onnx-not-exported",
 ]
 
 
