@@ -89,28 +89,50 @@ class Predictor:
     """A loaded bundle plus the run's data settings (image column, root).
 
     `run_dir`: the run folder the bundle belongs to (where `evaluate` writes), or the bundle
-    folder itself when it stands alone."""
+    folder itself when it stands alone. With `runner` (an onnxruntime OnnxRunner, see
+    `load(..., backend="onnx")`) predictions come from the exported graph instead of the bundle's
+    model; `bundle` may then be None."""
 
-    def __init__(self, bundle: Bundle, device: torch.device, config: Config | None = None,
-                 run_dir: Path | None = None):
+    def __init__(self, bundle: Bundle | None, device: torch.device, config: Config | None = None,
+                 run_dir: Path | None = None, *, runner=None):
         self.bundle, self.device, self.config, self.run_dir = bundle, device, config, run_dir
-        self.model = bundle.model.to(device).use_channels_last(True).eval()
-        self.tasks = bundle.tasks
+        if runner is not None:
+            self.model, self.tasks = runner, runner.tasks
+            self.channels, self.image_size = runner.channels, tuple(runner.image_size)
+        else:
+            self.model = bundle.model.to(device).use_channels_last(True).eval()
+            self.tasks = bundle.tasks
+            self.channels, self.image_size = bundle.prep.channels, tuple(bundle.prep.image_size)
 
     @classmethod
-    def load(cls, path: str | Path, device: str = "auto") -> "Predictor":
-        """`path`: a run folder, or a bundle folder (RUN/model or one that stands alone)."""
+    def load(cls, path: str | Path, device: str = "auto", backend: str = "torch") -> "Predictor":
+        """`path`: a run folder, or a bundle folder (RUN/model or one that stands alone).
+        `backend="onnx"`: run the graph written by `polyhead export` (a run folder, its export
+        folder or a model.onnx file) with onnxruntime on the CPU."""
+        if backend == "onnx":
+            return cls._load_onnx(path, device)
+        if backend != "torch":
+            raise PolyheadError(f"--backend {backend!r}: expected torch or onnx")
         bundle = load_bundle(path)
-        config, run_dir = None, Path(path)
-        for candidate in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
-            if candidate.is_file():
-                config, run_dir = from_yaml_text(candidate.read_text()), candidate.parent
-                break
-        return cls(bundle, resolve_device(device), config, run_dir)
+        config, run_dir = _run_config(path)
+        return cls(bundle, resolve_device(device), config, run_dir or Path(path))
+
+    @classmethod
+    def _load_onnx(cls, path: str | Path, device: str) -> "Predictor":
+        from polyhead.export.runtime import OnnxRunner
+
+        if device not in ("auto", "cpu"):
+            raise PolyheadError(f"--device {device}: the onnx backend runs on the CPU (onnxruntime's CPU provider); "
+                                "use --device cpu or --backend torch")
+        runner = OnnxRunner(path)
+        config, run_dir = _run_config(path)
+        exported = runner.path.parent.parent  # RUN/export/onnx/model.onnx -> RUN/export
+        if config is None and exported.name == "export":
+            config, run_dir = _run_config(exported.parent)
+        return cls(None, torch.device("cpu"), config, run_dir, runner=runner)
 
     def _loader(self, split, batch_size: int, num_workers: int, on_bad_image: str = "error") -> DataLoader:
-        p = self.bundle.prep
-        ds = MultiTaskDataset(split, channels=p.channels, size=tuple(p.image_size), on_bad_image=on_bad_image)
+        ds = MultiTaskDataset(split, channels=self.channels, size=self.image_size, on_bad_image=on_bad_image)
         return DataLoader(ds, batch_size=batch_size, num_workers=num_workers,
                           pin_memory=self.device.type == "cuda")
 
@@ -128,6 +150,8 @@ class Predictor:
 
         `plots_dir`: also write the evaluation plots there (confusion matrices, ROC/PR, calibration,
         worst-classified images; see polyhead.reports.evaluation)."""
+        if self.bundle is None:
+            raise PolyheadError("evaluate runs the PyTorch model: load the run with backend='torch'")
         tasks = self.tasks
         labelled = self._read(table, image_column, root)
         present = {n: t for n, t in tasks.items() if t.column in labelled.frame.columns}
@@ -200,6 +224,15 @@ class Predictor:
         return PredictionSummary(str(out), rows, stream.bad_images, stream.ignored_files)
 
 
-def load(path: str | Path, device: str = "auto") -> Predictor:
-    """Load a run folder or bundle folder for prediction and evaluation."""
-    return Predictor.load(path, device)
+def _run_config(path: str | Path) -> tuple[Config | None, Path | None]:
+    """(the run's config, the run folder) from config.yaml in a run folder or beside a bundle
+    folder (data settings: image column, root); (None, None) when there is none."""
+    for candidate in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
+        if candidate.is_file():
+            return from_yaml_text(candidate.read_text()), candidate.parent
+    return None, None
+
+
+def load(path: str | Path, device: str = "auto", backend: str = "torch") -> Predictor:
+    """Load a run folder or bundle folder for prediction and evaluation (backend: torch or onnx)."""
+    return Predictor.load(path, device, backend)

@@ -1,4 +1,4 @@
-"""polyhead predict RUN_DIR --images DIR|IMAGE...|--table TABLE --out predictions.parquet|.csv|-"""
+"""polyhead predict RUN_DIR --images DIR|IMAGE...|--table TABLE --out predictions.parquet|.csv|- [--backend torch|onnx]"""
 
 from __future__ import annotations
 
@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
     p.add_argument("--on-bad-image", choices=("error", "skip"), default="skip",
                    help="an unreadable, missing or truncated image: skip (default; its row gets the reason in "
                         "the 'error' column and empty predictions) or error (stop, naming it)")
+    p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
+                   help="torch: the run's PyTorch model (default); onnx: the graph written by `polyhead export "
+                        "RUN`, run by onnxruntime on the CPU (RUN_DIR may then be the export folder)")
     add_model_input_args(p)
     p.set_defaults(func=run)
 
@@ -35,7 +38,7 @@ def run(args) -> int:
 
     to_stdout = args.out == "-"
     say = sys.stderr if to_stdout else sys.stdout  # stdout is the CSV itself with --out -
-    predictor = Predictor.load(args.run_dir, args.device)
+    predictor = Predictor.load(args.run_dir, args.device, args.backend)
     source = args.table or (args.images[0] if len(args.images) == 1 else args.images)
     kwargs = input_kwargs(args)
     if to_stdout:

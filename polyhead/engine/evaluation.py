@@ -111,19 +111,33 @@ def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Itera
     return (metrics, collector.labelled_outputs()) if return_outputs else metrics
 
 
+def _probabilities(model, tasks: dict[str, Task], images: torch.Tensor, device: torch.device) -> dict[str, torch.Tensor]:
+    """images uint8 [B, C, H, W] -> {task: probabilities float [B, K] on the CPU}, from a torch model
+    or from a runner (anything with `probabilities(float32 ndarray in 0..1)`, e.g. the onnxruntime
+    OnnxRunner of polyhead.export.runtime)."""
+    if hasattr(model, "probabilities"):
+        x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
+        return {name: torch.from_numpy(p) for name, p in model.probabilities(x.numpy()).items()}
+    with _autocast(device):
+        logits = model(images.to(device, non_blocking=True))
+    return {name: task.activate(logits[name].float()).cpu() for name, task in tasks.items()}
+
+
 @torch.inference_mode()
-def predict_batches(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable, *,
+def predict_batches(model, tasks: dict[str, Task], loader: Iterable, *,
                     device: torch.device | str = "cpu", show_progress: bool = True):
-    """Yield one dict of prediction columns per batch (streaming: memory does not grow with N)."""
+    """Yield one dict of prediction columns per batch (streaming: memory does not grow with N).
+
+    `model`: a torch model, or a runner with `probabilities` (see `_probabilities`)."""
     device = torch.device(device)
-    model.eval().to(device)
+    if isinstance(model, torch.nn.Module):
+        model.eval().to(device)
     with progress_bar(show_progress) as bar:
         job = bar.add_task("predicting", total=len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
-            with _autocast(device):
-                logits = model(batch["image"].to(device, non_blocking=True))
+            probs = _probabilities(model, tasks, batch["image"], device)
             columns: dict[str, list] = {}
             for name, task in tasks.items():
-                columns.update(task.decode(task.activate(logits[name].float()).cpu()))
+                columns.update(task.decode(probs[name]))
             yield batch, columns
             bar.advance(job)

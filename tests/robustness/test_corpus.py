@@ -549,6 +549,56 @@ def test_predict_table_without_the_image_column(corpus, corpus_run, tmp_path, ca
                r"table '.*t\.csv' has no image column 'image' \(--image-column, .*\); columns: file, quadrant")
 
 
+# ---- export and the onnx backend ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> Path:
+    """A run folder holding only an untrained small_cnn bundle (no training needed for these cases)."""
+    from polyhead.config.schema import TaskConfig
+    from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
+    from polyhead.tasks import build_tasks
+
+    run = tmp_path_factory.mktemp("tiny_run")
+    tasks = build_tasks({"quadrant": TaskConfig(type="multiclass", classes=["tl", "tr", "bl", "br"])})
+    spec, prep = BackboneSpec("small_cnn", 3, small_cnn={"blocks": 1, "channels": [4]}), Preprocessing(SIZE, 3, None, None)
+    save_bundle(run / "model", build_model(spec, tasks, prep), tasks, spec, prep)
+    return run
+
+
+# case id -> (arguments after `polyhead export RUN`, message regex); RUN is the tiny run unless "not-a-run"
+EXPORT_CASES = {
+    "export-unknown-format": (["--format", "tflite"], r"--format 'tflite': expected onnx or triton$"),
+    "export-opset-too-old": (["--opset", "11"], r"--opset 11: polyhead exports ONNX opsets 13 to 20 \(default 17\)$"),
+    "export-not-a-run": ([], r"no model bundle at '.*corpus\d*': expected '.*/bundle\.json' or '.*/model/bundle\.json'"),
+    "export-bad-name": (["--format", "triton", "--name", "my model"],
+                        r"--name 'my model': a model name may hold letters, digits, '_', '-' and '\.'"),
+}
+
+
+@pytest.mark.parametrize("case", list(EXPORT_CASES))
+def test_export_errors(corpus, tiny_run, tmp_path, capsys, case):
+    """One line each; nothing is written."""
+    args, pattern = EXPORT_CASES[case]
+    run = corpus["folder"] if case == "export-not-a-run" else tiny_run
+    user_error(capsys, ["export", run, "--out", tmp_path / "out", *args], pattern)
+    assert not (tmp_path / "out").exists()
+
+
+def test_export_out_not_writable(tiny_run, tmp_path, capsys):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    user_error(capsys, ["export", tiny_run, "--out", blocker / "onnx"],
+               rf"cannot write the export to '{re.escape(str(blocker))}/onnx' \(--out\): Not a directory$")
+    assert blocker.read_text() == "not a folder"
+
+
+def test_predict_onnx_not_exported(corpus, tiny_run, tmp_path, capsys):
+    user_error(capsys, ["predict", tiny_run, "--images", corpus["folder"] / "images", "--out", tmp_path / "p.csv",
+                        "--backend", "onnx"],
+               rf"run '{re.escape(str(tiny_run))}' has no exported ONNX graph \(.*export/onnx/model\.onnx\): "
+               rf"run `polyhead export {re.escape(str(tiny_run))}` first$")
+    assert not (tmp_path / "p.csv").exists()
+
+
 # ---- the docs list every case ----------------------------------------------------------------------
 CASE_IDS = [
     *IMAGE_CASES, *CONFIG_CASES, "label-outside-classes", "label-empty-or-null", "multilabel-unknown-label",
@@ -558,6 +608,7 @@ CASE_IDS = [
     "output-dir-not-writable", "train-bad-images-error", "train-bad-images-skip", "skip-empties-split",
     "skip-leaves-task-unlabelled", "validate-off", "validate-data-exit-status", "config-yaml-boolean-labels",
     "predict-bad-image-skip", "predict-bad-image-error", "predict-no-image-column",
+    *EXPORT_CASES, "export-out-not-writable", "predict-onnx-not-exported",
 ]
 
 
