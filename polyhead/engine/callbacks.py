@@ -38,7 +38,8 @@ class EpochSeed(L.Callback):
 
 
 class EpochHistory(L.Callback):
-    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight."""
+    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight
+    (the last two: means over the epoch's steps)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
