@@ -9,7 +9,6 @@ from safetensors.torch import load_file
 
 from polyhead.cli.main import main
 from polyhead.engine.checkpoint_io import load_checkpoint_file
-from polyhead.engine.module import MultiTaskModule
 from polyhead.weighting import build_weighting
 
 STATEFUL = ["famo", "dwa", "gradnorm", "uncertainty", "nash_mtl", "rlw"]  # state that shapes the next steps
@@ -17,21 +16,8 @@ SMALL = ["tracking.enabled=false", "report.enabled=false", "training.cpu_threads
          "training.limit_train_batches=4", "training.limit_val_batches=1", "data.test_fraction=0.1"]
 
 
-def _crash_at(monkeypatch, epoch: int, batch: int) -> None:
-    """training_step raises once at (epoch, batch), as a crash would."""
-    original = MultiTaskModule.training_step
-
-    def step(self, b, batch_idx):
-        if (self.current_epoch, batch_idx) == (epoch, batch):
-            monkeypatch.setattr(MultiTaskModule, "training_step", original)
-            raise RuntimeError("simulated crash")
-        return original(self, b, batch_idx)
-
-    monkeypatch.setattr(MultiTaskModule, "training_step", step)
-
-
 @pytest.mark.parametrize("method", STATEFUL)
-def test_resumed_method_is_bit_identical_to_the_uninterrupted_run(dataset, monkeypatch, method):
+def test_resumed_method_is_bit_identical_to_the_uninterrupted_run(dataset, crash_at, method):
     """3 epochs in one go vs. a crash in epoch 2 and a resume from the end of epoch 1: the same
     history (losses, metrics, task weights), method state, model parameters and optimizer state."""
     def argv(name):
@@ -39,7 +25,7 @@ def test_resumed_method_is_bit_identical_to_the_uninterrupted_run(dataset, monke
                 f"training.weighting={method}", *SMALL]
 
     assert main(argv("full")) == 0
-    _crash_at(monkeypatch, epoch=2, batch=1)
+    crash_at(epoch=2, batch=1)
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(argv("cut"))
     assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
