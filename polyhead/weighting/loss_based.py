@@ -214,6 +214,8 @@ class FAMO(_LossWeighting):
 
     @torch.no_grad()
     def after_step(self, recompute):
+        if self._before is None:  # no backward since the last call (a step without any labelled task)
+            return
         names, index, before = self._before
         self._before = None
         if len(names) < 2:  # one task alone has nothing to be balanced against
