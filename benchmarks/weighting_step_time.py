@@ -4,8 +4,9 @@
     python benchmarks/weighting_step_time.py --tasks 2 10 --steps 30 --modes features parameters
 
 The step is the one `engine/module.py` runs (forward through the backbone once, the heads,
-masked per-task losses, `weighting.backward`, optimizer step), on in-memory batches, so the
-figure isolates the cost of the method. Gradient methods are timed in both modes:
+masked per-task losses, `weighting.backward`, optimizer step, `weighting.after_step`: FAMO's
+forward without gradients), on in-memory batches, so the figure isolates the cost of the method.
+`--methods famo equal` times only those (`equal` is always timed: it is the reference). Gradient methods are timed in both modes:
 `features` (per-task gradients of the shared representation; one backward through the
 backbone) and `parameters` (per-task gradients of every shared parameter).
 """
@@ -26,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from polyhead.config.schema import TaskConfig  # noqa: E402
-from polyhead.engine.module import task_losses  # noqa: E402
+from polyhead.engine.module import recompute_losses, task_losses  # noqa: E402
 from polyhead.model.backbones import build_backbone  # noqa: E402
 from polyhead.model.multitask import MultiTaskModel  # noqa: E402
 from polyhead.tasks import build_task  # noqa: E402
@@ -50,7 +51,7 @@ def time_method(name: str, mode: str | None, n_tasks: int, steps: int, warmup: i
     tasks, model, batches = make_problem(n_tasks, batch, size)
     args = {"mode": mode} if mode else {}
     weighting = build_weighting(name, list(tasks), args)
-    opt = torch.optim.AdamW(list(model.parameters()) + list(weighting.parameters()), lr=1e-3)
+    opt = torch.optim.AdamW([{"params": model.parameters()}, *weighting.parameter_groups(1e-3)], lr=1e-3)
     times = []
     for i in range(warmup + steps):
         batch_ = batches[i % len(batches)]
@@ -62,6 +63,7 @@ def time_method(name: str, mode: str | None, n_tasks: int, steps: int, warmup: i
                           shared_parameters=model.shared_parameters(), epoch=0, step=i)
         weighting.backward(losses, ctx)
         opt.step()
+        weighting.after_step(lambda: recompute_losses(model, tasks, batch_))
         if i >= warmup:
             times.append(time.perf_counter() - start)
     return statistics.median(times)
@@ -75,11 +77,15 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--modes", nargs="+", default=["features", "parameters"])
+    parser.add_argument("--methods", nargs="+", help="only these methods (and equal); default: all")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    chosen = set(args.methods or WEIGHTINGS) | {"equal"}
 
     rows = []
     for name, cls in sorted(WEIGHTINGS.items(), key=lambda kv: (kv[1].requires != "losses", kv[0])):
+        if name not in chosen:
+            continue
         modes = args.modes if "mode" in cls.arg_names else [None]
         for mode in modes:
             rows.append({"method": name, "mode": mode or "-", "requires": cls.requires, "seconds": {}})
@@ -101,6 +107,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads")
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, **info}, indent=2))
+    print(json.dumps({"rows": rows, **info}))  # the figures, as the last line
 
 
 if __name__ == "__main__":

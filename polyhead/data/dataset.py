@@ -21,6 +21,7 @@ import torch
 from torch.utils.data import Dataset
 
 from polyhead.data.images import load_image
+from polyhead.data.seeds import AUGMENT, derive_seed
 from polyhead.data.tables import LabelTable, check_columns
 from polyhead.errors import ImageError
 from polyhead.tasks import Task
@@ -101,11 +102,6 @@ def unlabelled_split(paths: list[str], source: str = "images") -> EncodedSplit:
     return EncodedSplit(paths=list(paths), rows=np.arange(1, len(paths) + 1), source=source)
 
 
-def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of one sample: a function of (training.seed, epoch, position) only."""
-    return int(np.random.SeedSequence([seed & 0xFFFFFFFF, epoch, index]).generate_state(2, np.uint64)[0] >> 1)
-
-
 class MultiTaskDataset(Dataset):
     """Decodes images on the fly; `transform` runs on uint8 [C, H, W] tensors (augmentation).
 
@@ -140,7 +136,7 @@ class MultiTaskDataset(Dataset):
         if self.transform is not None and epoch is not None:
             with torch.random.fork_rng(devices=[]):
                 # the CPU generator only: torch.manual_seed also seeds every accelerator (~100x slower)
-                torch.default_generator.manual_seed(sample_seed(self.seed, epoch, i))
+                torch.default_generator.manual_seed(derive_seed(self.seed, epoch, i, AUGMENT))
                 image = self.transform(image)
         elif self.transform is not None:
             image = self.transform(image)

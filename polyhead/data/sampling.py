@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from polyhead.data.seeds import ORDER, derive_seed
+
 MODES = ("proportional", "round_robin", "temperature")
 
 
@@ -42,7 +44,8 @@ def source_probabilities(sizes: np.ndarray, mode: str, temperature: float = 2.0)
 class SourceSampler(Sampler[int]):
     """Yields len(sources) row positions per epoch, mixing sources by `mode`.
 
-    sources: int [N], the source id of each row. The order depends only on (seed, epoch):
+    sources: int [N], the source id of each row. The order depends only on (seed, epoch), through a
+    hash of the pair (`polyhead.data.seeds`), so another seed never replays this one's epochs:
     `set_epoch` (called by Lightning before each epoch) picks the epoch; without it each
     new iteration moves on to the next epoch, so epochs differ and reruns repeat.
 
@@ -67,7 +70,7 @@ class SourceSampler(Sampler[int]):
 
     def indices(self, epoch: int) -> np.ndarray:
         """int64 [N]: the row positions drawn in `epoch`."""
-        g = torch.Generator().manual_seed(self.seed + epoch)
+        g = torch.Generator().manual_seed(derive_seed(self.seed, epoch, stream=ORDER))
         n = len(self.sources)
         if self.mode == "proportional" or n == 0:
             return torch.randperm(n, generator=g).numpy()

@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from polyhead.data.seeds import GLOBAL_RNG, derive_seed
 from polyhead.engine.checkpoint_io import disk_full_guard
 
 
@@ -30,15 +31,15 @@ class EpochSeed(L.Callback):
         self.seed = int(seed)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        state = np.random.SeedSequence([self.seed & 0xFFFFFFFF, trainer.current_epoch, 0x5EED]).generate_state(1)
-        epoch_seed = int(state[0])
+        epoch_seed = derive_seed(self.seed, trainer.current_epoch, stream=GLOBAL_RNG)
         random.seed(epoch_seed)
-        np.random.seed(epoch_seed)
+        np.random.seed(epoch_seed & 0xFFFFFFFF)  # numpy's legacy seed takes 32 bits
         torch.manual_seed(epoch_seed)
 
 
 class EpochHistory(L.Callback):
-    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight."""
+    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight
+    (the last two: means over the epoch's steps)."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)

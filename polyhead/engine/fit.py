@@ -5,7 +5,8 @@ Run folder:
     data.json        rows and labelled rows per split and task (and rows skipped for a bad image)
     skipped_rows.csv rows dropped for a bad image with data.on_bad_image=skip: split, table, row, image, reason
     model_summary.json  input size; parameters and MACs per component (backbone or trunk and branches, each head)
-    history.csv      one row per epoch: every per-task loss and metric, learning rates, task weights
+    history.csv      one row per epoch: every per-task loss and metric; learning rates and task weights as
+                     means over the epoch's steps
     checkpoints/     best.ckpt, last.ckpt (Lightning; written atomically by engine/checkpoint_io.py)
     model/           the bundle (see polyhead.model.bundle)
     metrics.json     final validation and test metrics per task

@@ -7,10 +7,13 @@ per-task losses become gradients:
     logits   = model.forward_heads(features)         {task: [B, K]}
     losses   = {task: Task.loss(logits, targets, mask)}   (tasks with no labelled row are absent)
     weighting.backward(losses, StepContext(features, shared params, backward))
-    optimizer.step(); lr scheduler step
+    optimizer.step()
+    weighting.after_step(recompute)   (FAMO: the batch's losses again, updated model, no grad)
+    lr scheduler step
 
 A loss-based method backpropagates a weighted sum; a gradient-based method may
-take d loss_t / d features or d loss_t / d shared parameters first.
+take d loss_t / d features or d loss_t / d shared parameters first. The task weights and
+learning rates each step used are logged as epoch means (`weights/<task>`, `lr/<group>`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import lightning as L
 import torch
 
 from polyhead.config.schema import OptimizerConfig, SchedulerConfig
+from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.model.multitask import MultiTaskModel
@@ -42,6 +46,19 @@ def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: 
     return out
 
 
+@torch.no_grad()
+def recompute_losses(model: MultiTaskModel, tasks: dict[str, Task], batch: dict) -> dict[str, torch.Tensor]:
+    """{task: loss} of `batch` with the model's current (just updated) parameters, for a weighting
+    method's `after_step`: a forward in the model's current mode, as the step's own, that leaves
+    the buffers (BatchNorm's running statistics) as they were."""
+    saved = [b.clone() for b in model.buffers()]
+    try:
+        return task_losses(tasks, model(batch["image"]), batch)
+    finally:
+        for b, value in zip(model.buffers(), saved):
+            b.copy_(value)
+
+
 class MultiTaskModule(L.LightningModule):
     def __init__(self, model: MultiTaskModel, tasks: dict[str, Task], weighting: WeightingMethod, *,
                  optimizer: OptimizerConfig, scheduler: SchedulerConfig, freeze_backbone_epochs: int = 0,
@@ -57,6 +74,7 @@ class MultiTaskModule(L.LightningModule):
         self._val = OutputCollector(tasks)
         self._train = OutputCollector(tasks, deferred=True, max_rows=TRAIN_METRIC_ROWS)
         self._val_loss: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+        self._means = EpochMeans()  # task weights and learning rates of this epoch's steps
 
     def forward(self, x):
         return self.model(x)
@@ -65,10 +83,11 @@ class MultiTaskModule(L.LightningModule):
     def configure_optimizers(self):
         o = self.optimizer_cfg
         backbone = list(self.model.backbone.parameters())
-        backbone_ids = {id(p) for p in backbone}
-        rest = [p for p in self.parameters() if id(p) not in backbone_ids]
+        weighting = self.weighting.parameter_groups(o.lr)  # [] or one "weighting" group without decay
+        taken = {id(p) for p in backbone} | {id(p) for g in weighting for p in g["params"]}
+        rest = [p for p in self.parameters() if id(p) not in taken]
         groups = [{"params": backbone, "lr": o.backbone_lr if o.backbone_lr is not None else o.lr, "name": "backbone"},
-                  {"params": rest, "lr": o.lr, "name": "heads"}]
+                  {"params": rest, "lr": o.lr, "name": "heads"}, *weighting]
         if o.name == "sgd":
             opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
         else:
@@ -96,6 +115,7 @@ class MultiTaskModule(L.LightningModule):
         return opt
 
     def on_train_epoch_start(self):
+        self._means.reset()
         frozen = self.current_epoch < self.freeze_backbone_epochs
         self.model.set_backbone_trainable(not frozen)
         if frozen:
@@ -121,19 +141,18 @@ class MultiTaskModule(L.LightningModule):
                           shared_parameters=self.model.shared_parameters(),
                           epoch=self.current_epoch, step=self.global_step)
         total = self.weighting.backward(losses, ctx)
+        # the weights and learning rates this step uses (epoch means are logged in end_epoch)
+        self._means.add(self.weighting.weight_vector(), {g.get("name", "group"): g["lr"] for g in opt.param_groups},
+                        self.weighting.active)
         if self.gradient_clip:
             self.clip_gradients(opt, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
         opt.step()
+        self.weighting.after_step(lambda: recompute_losses(self.model, self.tasks, batch))
         sched = self.lr_schedulers()
         if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step()
         self._train.update(logits, batch)  # stays on the device; scored once in end_epoch
         bs = batch["image"].shape[0]
-        if batch_idx == 0:  # once per epoch: learning rates and task weights (callbacks read them at epoch end)
-            for g in opt.param_groups:
-                self.log(f"lr/{g.get('name', 'group')}", float(g["lr"]), on_step=False, on_epoch=True, batch_size=1)
-            for t, w in self.weighting.task_weights().items():
-                self.log(f"weights/{t}", float(w), on_step=False, on_epoch=True, batch_size=1)
         self.log("train/loss", total.detach(), on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
         # Each task's epoch mean is weighted by its labelled rows (counts read with the finite check).
         for (name, loss), n in zip(losses.items(), counts):
@@ -145,6 +164,9 @@ class MultiTaskModule(L.LightningModule):
         updates. Called by the `EpochEnd` callback, which runs before checkpoints are written,
         so a checkpoint always holds the state the next epoch starts from."""
         self._log_train_metrics()
+        gradient_method = self.weighting.requires != "losses"
+        for key, value in self._means.means(self.weighting.tasks, inactive=gradient_method).items():
+            self.log(key, value)  # epoch means of every step's value
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
         task_means = {t: metrics[f"train/{t}/loss"] for t in self.tasks if f"train/{t}/loss" in metrics}
         self.weighting.on_epoch_end(task_means)

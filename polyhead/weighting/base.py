@@ -6,14 +6,20 @@ only implement `combine` (a weighted sum). Gradient-based methods override
 the shared representation (for gradients w.r.t. the features, one backward
 through the backbone) and the shared parameters (for full parameter gradients).
 
-Methods are `nn.Module`s: learnable weights go to the optimiser and any state
-(buffers, parameters) is saved in checkpoints with the rest of the model.
+Methods are `nn.Module`s: any state (buffers, parameters) is saved in checkpoints with the
+rest of the model. Learnable weights get their own optimizer group (`parameter_groups`): no
+weight decay, and one scalar parameter per task, so that a task absent from a batch gets no
+gradient at all (None, not 0) and the optimizer leaves its weight and moments alone.
+
+A training step is: `backward(losses, ctx)`, `optimizer.step()`, then `after_step(recompute)`
+with a function that recomputes the batch's per-task losses with the updated model (FAMO's
+update uses it; the other methods ignore it and never call it).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
@@ -39,10 +45,16 @@ class WeightingMethod(nn.Module):
     requires: ClassVar[str] = "losses"
     #: accepted keys of training.weighting_args
     arg_names: ClassVar[tuple[str, ...]] = ()
+    #: learning rate of the method's learnable parameters; None: the heads' (optimizer.lr)
+    param_lr: float | None = None
 
     def __init__(self, tasks: list[str], **args):
         super().__init__()
         self.tasks = list(tasks)
+        # False after a step in which the method had nothing to act on (a gradient method with a
+        # frozen backbone: the step was the plain sum); the training step counts such steps.
+        self.active = True
+        self.register_buffer("unit_weights", torch.ones(len(self.tasks)), persistent=False)
 
     @classmethod
     def check_args(cls, args: dict, tasks: list[str]) -> None:
@@ -61,12 +73,42 @@ class WeightingMethod(nn.Module):
         ctx.backward(total)
         return total
 
+    def after_step(self, recompute: Callable[[], dict[str, torch.Tensor]]) -> None:
+        """Called after `optimizer.step()`. `recompute()` returns {task: loss} of the same batch
+        with the updated parameters (a forward without gradients); only call it if needed."""
+
+    def weight_vector(self) -> torch.Tensor:
+        """Weight per task [T] (order of `self.tasks`), detached, on the method's device: those of
+        the last step. The training step logs its epoch mean as `weights/<task>`."""
+        return self.unit_weights
+
     def task_weights(self) -> dict[str, float]:
-        """Current weight per task, logged every epoch."""
-        return {t: 1.0 for t in self.tasks}
+        """{task: weight} of the last step (reads the device once)."""
+        return dict(zip(self.tasks, self.weight_vector().tolist()))
+
+    def parameter_groups(self, lr: float) -> list[dict]:
+        """The optimizer group of the method's learnable parameters, [] when it has none: named
+        "weighting", without weight decay (decay would pull log-variances and loss weights toward
+        0), at `param_lr` (default `lr`)."""
+        params = list(self.parameters())
+        if not params:
+            return []
+        own_lr = self.param_lr if self.param_lr is not None else lr
+        return [{"params": params, "lr": own_lr, "weight_decay": 0.0, "name": "weighting"}]
 
     def on_epoch_end(self, epoch_losses: dict[str, float]) -> None:
         """Hook for methods that adapt once per epoch (e.g. DWA)."""
+
+
+def task_parameters(values: Iterable[float]) -> nn.ParameterList:
+    """One scalar parameter per task. Separate tensors (not one [T] vector) so that a task absent
+    from a batch gets no gradient (None): optimizers then skip it, and momentum does not move it."""
+    return nn.ParameterList([nn.Parameter(torch.tensor(float(v))) for v in values])
+
+
+def gather(params: nn.ParameterList, index: list[int]) -> torch.Tensor:
+    """[K]: the parameters at `index`, stacked (gradients flow back to each)."""
+    return torch.stack([params[i] for i in index])
 
 
 WEIGHTINGS: dict[str, type[WeightingMethod]] = {}

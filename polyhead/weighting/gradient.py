@@ -14,8 +14,14 @@ backpropagates the surrogate scalar
     sum_t L_t + <x, d - sum_t g_t>     (the second factor detached)
 
 which gives every head the gradient of its own loss (a head only affects its own task) and x
-the aggregated d. With a frozen backbone (no shared parameter needs a gradient) or a single
-task in the batch, methods fall back to the plain sum.
+the aggregated d. A single task in the batch gets the plain sum (nothing to balance).
+
+With a frozen backbone the features need no gradient and there is no shared parameter to
+train: every method then gives each head its own loss's gradient, which is exactly what the
+plain sum gives, and the step is that sum. Such a step sets `active = False` (the training
+step logs the count per epoch as `weighting/inactive_steps`). A context lacking what the mode
+needs (no features in `features` mode; no shared parameters while the features do need a
+gradient in `parameters` mode) is an error, never a silent fall-back.
 
 UPGrad, MGDA, PCGrad and IMTL-G use the Gramian weightings of torchjd
 (https://github.com/TorchJD/torchjd). CAGrad and Nash-MTL are written here: torchjd's versions
@@ -26,13 +32,30 @@ break), while both problems are tiny K-dimensional convex programs.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from polyhead.errors import ConfigError
-from polyhead.weighting.base import StepContext, WeightingMethod, register_weighting
+from polyhead.errors import ConfigError, PolyheadError
+from polyhead.weighting.base import StepContext, WeightingMethod, gather, register_weighting, task_parameters
 from polyhead.weighting.loss_based import check_number
 
 MODES = ("features", "parameters")
+
+
+def shared_targets(method: str, mode: str, ctx: StepContext) -> list[torch.Tensor]:
+    """What `mode` differentiates the task losses with respect to (see the module docstring).
+    [] when the backbone is frozen (the features need no gradient); PolyheadError when `ctx`
+    lacks what the mode needs."""
+    frozen = ctx.features is not None and not ctx.features.requires_grad
+    if mode == "parameters":
+        if ctx.shared_parameters:
+            return list(ctx.shared_parameters)
+        if frozen:
+            return []
+        raise PolyheadError(f"weighting '{method}' (mode: parameters) needs StepContext.shared_parameters, the "
+                            f"backbone's trainable parameters (model.shared_parameters()); none were given")
+    if ctx.features is None:
+        raise PolyheadError(f"weighting '{method}' (mode: features) needs StepContext.features, the shared "
+                            f"representation the losses were computed from (model.forward_features(images))")
+    return [] if frozen else [ctx.features]
 
 
 class GradientWeighting(WeightingMethod):
@@ -66,16 +89,6 @@ class GradientWeighting(WeightingMethod):
         position = {t: i for i, t in enumerate(self.tasks)}
         return torch.tensor([position[t] for t in names], device=device, dtype=torch.long)
 
-    def shared_targets(self, ctx: StepContext) -> list[torch.Tensor]:
-        """The tensors whose per-task gradients are aggregated; [] means "fall back to the sum"."""
-        if not ctx.shared_parameters:  # frozen backbone
-            return []
-        if self.mode == "parameters":
-            return list(ctx.shared_parameters)
-        if ctx.features is None or not ctx.features.requires_grad:
-            return []
-        return [ctx.features]
-
     @staticmethod
     def jacobian(losses: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         """Per-task gradients of `targets`, flattened: [K, D] (float32)."""
@@ -100,7 +113,8 @@ class GradientWeighting(WeightingMethod):
         names = list(losses)
         values = [losses[t] for t in names]
         total = torch.stack(values).sum()
-        targets = self.shared_targets(ctx)
+        targets = shared_targets(self.name, self.mode, ctx)  # features [B, F] or shared parameters
+        self.active = bool(targets)
         index = self._index(names, total.device)
         if not targets or len(names) == 1:
             self.last_weights[index] = 1.0
@@ -114,8 +128,8 @@ class GradientWeighting(WeightingMethod):
         ctx.backward(self.surrogate(total, targets, correction))
         return total.detach()
 
-    def task_weights(self):
-        return dict(zip(self.tasks, self.last_weights.tolist()))
+    def weight_vector(self):
+        return self.last_weights
 
 
 class _TorchJDWeighting(GradientWeighting):
@@ -334,23 +348,27 @@ class GradNorm(WeightingMethod):
     Chen, Badrinarayanan, Lee and Rabinovich, "GradNorm: Gradient Normalization for Adaptive
     Loss Balancing in Deep Multitask Networks", ICML 2018.
 
-    Learnable weights w [T] (parameter `loss_weights`, optimised with the heads). Per step:
-    G_t = w_t |grad L_t| with the gradient taken w.r.t. the shared features (`mode: features`,
-    default) or the shared parameters (`mode: parameters`); r_t = (L_t / L_t(0)) / mean over the
-    present tasks, L_t(0) the first loss seen for the task (buffer `initial_losses`);
-    L_grad = sum_t |G_t - mean(G) * r_t^alpha| (target held constant) trains w only, and the
-    network gets sum_t w_t L_t. Weights are renormalised to sum to T at the start of each step.
+    Learnable weights w_t (parameters `loss_weights.<t>`). Per step: G_t = w_t |grad L_t| with the
+    gradient taken w.r.t. the shared features (`mode: features`, default) or the shared
+    parameters (`mode: parameters`); r_t = (L_t / L_t(0)) / mean over the present tasks, L_t(0)
+    the first loss seen for the task (buffer `initial_losses`); L_grad = sum_t |G_t - mean(G) *
+    r_t^alpha| (target held constant) trains w only, and the network gets sum_t w_t L_t. As in
+    the paper, w has its own learning rate (`lr`, default 0.025: with AdamW a weight moves by
+    about that much per step) in the optimizer's "weighting" group, without weight decay; an
+    absent task's weight gets no gradient. Weights are renormalised to sum to T at the start of
+    each step. With a frozen backbone there are no gradient norms: the step is sum_t w_t L_t and
+    w does not move (`active = False`).
     """
 
     name = "gradnorm"
     requires = "features"
-    arg_names = ("mode", "alpha")
+    arg_names = ("mode", "alpha", "lr")
 
-    def __init__(self, tasks, mode: str = "features", alpha: float = 1.5):
+    def __init__(self, tasks, mode: str = "features", alpha: float = 1.5, lr: float = 0.025):
         super().__init__(tasks)
-        self.mode, self.requires, self.alpha = mode, mode, float(alpha)
+        self.mode, self.requires, self.alpha, self.param_lr = mode, mode, float(alpha), float(lr)
         n = len(self.tasks)
-        self.loss_weights = nn.Parameter(torch.ones(n))
+        self.loss_weights = task_parameters([1.0] * n)
         self.register_buffer("initial_losses", torch.full((n,), float("nan")))
 
     @classmethod
@@ -360,22 +378,30 @@ class GradNorm(WeightingMethod):
             raise ConfigError(f"training.weighting_args.mode for '{cls.name}' must be one of {', '.join(MODES)}, "
                               f"got {args['mode']!r}")
         check_number(cls.name, args, "alpha")
+        check_number(cls.name, args, "lr", strict=True)
+
+    @torch.no_grad()
+    def _renormalise(self) -> None:
+        """w <- w * T / sum(w) (the paper renormalises after each weight update)."""
+        w = torch.stack(list(self.loss_weights)).clamp_min(1e-4)  # [T]
+        for p, v in zip(self.loss_weights, w * len(self.tasks) / w.sum()):
+            p.copy_(v)
 
     def backward(self, losses, ctx):
         names = list(losses)
         position = {t: i for i, t in enumerate(self.tasks)}
         values = torch.stack([losses[t] for t in names])  # [K]
         index = torch.tensor([position[t] for t in names], device=values.device)
-        with torch.no_grad():  # the paper renormalises after each weight update
-            w = self.loss_weights.clamp_min(1e-4)
-            self.loss_weights.copy_(w * len(self.tasks) / w.sum())
+        self._renormalise()
+        with torch.no_grad():
             fresh = torch.isnan(self.initial_losses[index])
             self.initial_losses[index[fresh]] = values.detach()[fresh].to(self.initial_losses)
-        w = self.loss_weights[index]  # [K], requires grad
+        w = gather(self.loss_weights, [position[t] for t in names])  # [K], requires grad
         weighted = (w.detach() * values).sum()
-        targets = GradientWeighting.shared_targets(self, ctx)
+        targets = shared_targets(self.name, self.mode, ctx)
+        self.active = bool(targets)
         if not targets or len(names) == 1:
-            ctx.backward(weighted + 0.0 * w.sum())  # keep w in the graph: its grad is zero, not None
+            ctx.backward(weighted)  # w gets no gradient: the optimizer leaves it (and its moments) alone
             return weighted.detach()
         norms = GradientWeighting.jacobian(list(values), targets).norm(dim=1).to(w)  # |grad L_t| [K]
         g = w * norms  # G_t
@@ -386,5 +412,5 @@ class GradNorm(WeightingMethod):
         ctx.backward(weighted + grad_loss)
         return weighted.detach()
 
-    def task_weights(self):
-        return dict(zip(self.tasks, self.loss_weights.detach().tolist()))
+    def weight_vector(self):
+        return torch.stack([p.detach() for p in self.loss_weights])

@@ -2,17 +2,16 @@
 
 Every method handles any subset of its tasks in a batch (partial labels): a task absent
 from `losses` contributes nothing and its state is left as it was. State lives in buffers
-and parameters so it is saved in checkpoints; learnable parameters are optimised with the
-heads because the method is a submodule of the training module.
+and parameters so it is saved in checkpoints; learnable parameters (one scalar per task) are
+trained in the optimizer's "weighting" group (see `WeightingMethod.parameter_groups`).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from polyhead.errors import ConfigError
-from polyhead.weighting.base import WeightingMethod, register_weighting
+from polyhead.errors import ConfigError, PolyheadError
+from polyhead.weighting.base import WeightingMethod, gather, register_weighting, task_parameters
 
 
 def check_number(method: str, args: dict, key: str, *, minimum: float = 0.0, strict: bool = False) -> None:
@@ -34,10 +33,13 @@ def check_bool(method: str, args: dict, key: str) -> None:
 class _LossWeighting(WeightingMethod):
     """Shared plumbing: task positions of a loss dict."""
 
-    def _index(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _positions(self, losses: dict[str, torch.Tensor]) -> list[int]:
         position = {t: i for i, t in enumerate(self.tasks)}
+        return [position[t] for t in losses]
+
+    def _index(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         device = next(iter(losses.values())).device
-        return torch.tensor([position[t] for t in losses], device=device, dtype=torch.long)
+        return torch.tensor(self._positions(losses), device=device, dtype=torch.long)
 
 
 @register_weighting
@@ -47,9 +49,11 @@ class Uncertainty(_LossWeighting):
     Kendall, Gal and Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
     Geometry and Semantics", CVPR 2018.
 
-    One learnable log-variance s_t per task (parameter `log_vars` [T], trained with the heads):
+    One learnable log-variance s_t per task (parameters `log_vars.<t>`, in the optimizer's
+    "weighting" group: no weight decay; an absent task's s_t does not move):
     loss = sum_t exp(-s_t) * L_t + s_t, or with `half: true` the paper's regression form
-    0.5 * exp(-s_t) * L_t + 0.5 * s_t. Reported weight: exp(-s_t) (times 0.5 with `half`).
+    0.5 * exp(-s_t) * L_t + 0.5 * s_t. Reported weight: exp(-s_t) (times 0.5 with `half`), 1 at
+    the start, unbounded.
     """
 
     name = "uncertainty"
@@ -58,7 +62,7 @@ class Uncertainty(_LossWeighting):
     def __init__(self, tasks, half: bool = False):
         super().__init__(tasks)
         self.half = bool(half)
-        self.log_vars = nn.Parameter(torch.zeros(len(self.tasks)))  # s_t = log sigma_t^2
+        self.log_vars = task_parameters([0.0] * len(self.tasks))  # s_t = log sigma_t^2
 
     @classmethod
     def check_args(cls, args, tasks):
@@ -66,14 +70,14 @@ class Uncertainty(_LossWeighting):
         check_bool(cls.name, args, "half")
 
     def combine(self, losses):
-        s = self.log_vars[self._index(losses)]  # [K]
+        s = gather(self.log_vars, self._positions(losses))  # [K]
         values = torch.stack(list(losses.values()))  # [K]
         total = (torch.exp(-s) * values + s).sum()
         return 0.5 * total if self.half else total
 
-    def task_weights(self):
-        w = torch.exp(-self.log_vars.detach()) * (0.5 if self.half else 1.0)
-        return dict(zip(self.tasks, w.tolist()))
+    def weight_vector(self):
+        s = torch.stack([p.detach() for p in self.log_vars])  # [T]
+        return torch.exp(-s) * (0.5 if self.half else 1.0)
 
 
 @register_weighting
@@ -120,8 +124,8 @@ class DWA(_LossWeighting):
             weights[known] = k * torch.softmax(ratio[known] / self.temperature, dim=0)
         self.weights.copy_(weights)
 
-    def task_weights(self):
-        return dict(zip(self.tasks, self.weights.tolist()))
+    def weight_vector(self):
+        return self.weights
 
 
 @register_weighting
@@ -149,8 +153,8 @@ class RLW(_LossWeighting):
         self.weights[index] = w
         return (w.to(values.dtype) * values).sum()
 
-    def task_weights(self):
-        return dict(zip(self.tasks, self.weights.tolist()))
+    def weight_vector(self):
+        return self.weights
 
 
 @register_weighting
@@ -161,11 +165,13 @@ class FAMO(_LossWeighting):
 
     Task logits xi [T] (buffer `logits`); z = softmax(xi) over the tasks present. The step loss is
     sum_t z_t log(L_t) / c with c = sum_t z_t / L_t (so the weights on grad L_t, z_t / (c L_t),
-    sum to 1). FAMO updates xi from how much each log-loss fell after the step; here that is done
-    at the start of the next `backward`, from the previous step's losses (buffers `prev_losses`,
-    `prev_present`) and the current ones, for the tasks present in both. The update is the paper's
-    Adam step (`lr`, L2 decay `gamma`); its moments are buffers so a resumed run continues exactly.
-    Reported weight: z_t = softmax(xi)_t over all tasks.
+    sum to 1). After the optimizer step, as in the paper's code, the same batch is evaluated again
+    with the updated model (`after_step`: one extra forward without gradients per step) and xi
+    takes an Adam step (`lr`, L2 decay `gamma`) along the gradient of z . delta w.r.t. xi, with
+    delta_t = log L_t(before) - log L_t(after) the improvement of each present task. Tasks
+    absent from the batch are left alone: Adam's moments and step counts are per task (buffers
+    `exp_avg`, `exp_avg_sq`, `adam_steps` [T]), so a resumed run continues exactly.
+    Reported weight: z_t = softmax(xi)_t over all tasks (they sum to 1).
     """
 
     name = "famo"
@@ -177,11 +183,11 @@ class FAMO(_LossWeighting):
         self.lr, self.gamma = float(lr), float(gamma)
         n = len(self.tasks)
         self.register_buffer("logits", torch.zeros(n))
-        self.register_buffer("prev_losses", torch.zeros(n))
-        self.register_buffer("prev_present", torch.zeros(n, dtype=torch.bool))
         self.register_buffer("exp_avg", torch.zeros(n))
         self.register_buffer("exp_avg_sq", torch.zeros(n))
-        self.register_buffer("adam_steps", torch.zeros((), dtype=torch.long))
+        self.register_buffer("adam_steps", torch.zeros(n, dtype=torch.long))
+        # between backward and after_step: (task names, positions [K], losses before the step [K])
+        self._before: tuple[list[str], torch.Tensor, torch.Tensor] | None = None
 
     @classmethod
     def check_args(cls, args, tasks):
@@ -189,37 +195,13 @@ class FAMO(_LossWeighting):
         check_number(cls.name, args, "lr", strict=True)
         check_number(cls.name, args, "gamma")
 
-    @torch.no_grad()
-    def _update_logits(self, index: torch.Tensor, current: torch.Tensor) -> None:
-        """Adam step on the logits of the tasks present in both this and the previous step."""
-        both = self.prev_present[index]
-        if int(both.sum()) < 2:  # one task alone has nothing to be balanced against
-            return
-        idx = index[both]
-        # delta_t = log L_t(prev) - log L_t(now): how much each task improved
-        delta = (self.prev_losses[idx] + self.offset).log() - (current[both] + self.offset).log()  # [K]
-        with torch.enable_grad():
-            xi = self.logits[idx].clone().requires_grad_(True)
-            (grad,) = torch.autograd.grad(torch.softmax(xi, 0), xi, grad_outputs=delta)
-        grad = grad + self.gamma * self.logits[idx]
-        b1, b2 = self.betas
-        self.adam_steps += 1
-        step = int(self.adam_steps)
-        self.exp_avg[idx] = b1 * self.exp_avg[idx] + (1 - b1) * grad
-        self.exp_avg_sq[idx] = b2 * self.exp_avg_sq[idx] + (1 - b2) * grad**2
-        m_hat = self.exp_avg[idx] / (1 - b1**step)
-        v_hat = self.exp_avg_sq[idx] / (1 - b2**step)
-        self.logits[idx] -= self.lr * m_hat / (v_hat.sqrt() + self.eps)
-
     def combine(self, losses):
+        if self._before is not None:
+            raise PolyheadError("weighting 'famo' updates its task weights in after_step(recompute), which was not "
+                                "called after the last optimizer step (see docs/python-api.md for the loop)")
         index = self._index(losses)
         values = torch.stack(list(losses.values()))  # [K]
-        current = values.detach().float()
-        self._update_logits(index, current)
-        self.prev_losses.zero_()
-        self.prev_losses[index] = current
-        self.prev_present.zero_()
-        self.prev_present[index] = True
+        self._before = (list(losses), index, values.detach().float())
         z = torch.softmax(self.logits[index], 0).to(values.dtype)  # [K]
         d = values + self.offset
         c = (z / d).sum().detach()
@@ -230,5 +212,34 @@ class FAMO(_LossWeighting):
         # the objective is a sum of log-losses; report the plain sum so train/loss stays comparable
         return torch.stack([v.detach() for v in losses.values()]).sum()
 
-    def task_weights(self):
-        return dict(zip(self.tasks, torch.softmax(self.logits, 0).tolist()))
+    @torch.no_grad()
+    def after_step(self, recompute):
+        if self._before is None:  # no backward since the last call (a step without any labelled task)
+            return
+        names, index, before = self._before
+        self._before = None
+        if len(names) < 2:  # one task alone has nothing to be balanced against
+            return
+        again = recompute()
+        after = torch.stack([again[t].detach().float() for t in names])  # [K], same batch, updated model
+        delta = (before + self.offset).log() - (after + self.offset).log()  # [K]: how much each task improved
+        delta = torch.where(torch.isfinite(delta), delta, torch.zeros_like(delta))
+        self._adam_step(index, delta)
+
+    def _adam_step(self, index: torch.Tensor, delta: torch.Tensor) -> None:
+        """One Adam step on logits[index] (torch.optim.Adam's update, L2 decay `gamma`), with the
+        gradient of z . delta w.r.t. xi (z = softmax(xi[index])): z * (delta - z . delta)."""
+        xi = self.logits[index]
+        z = torch.softmax(xi, 0)
+        grad = z * (delta - (z * delta).sum()) + self.gamma * xi
+        b1, b2 = self.betas
+        steps = self.adam_steps[index] + 1
+        m = b1 * self.exp_avg[index] + (1 - b1) * grad
+        v = b2 * self.exp_avg_sq[index] + (1 - b2) * grad**2
+        m_hat = m / (1 - torch.pow(b1, steps))
+        v_hat = v / (1 - torch.pow(b2, steps))
+        self.adam_steps[index], self.exp_avg[index], self.exp_avg_sq[index] = steps, m, v
+        self.logits[index] = xi - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+    def weight_vector(self):
+        return torch.softmax(self.logits, 0)

@@ -43,5 +43,5 @@ class Static(WeightingMethod):
         index = {t: i for i, t in enumerate(self.tasks)}
         return torch.stack([self.weights[index[t]] * loss for t, loss in losses.items()]).sum()
 
-    def task_weights(self):
-        return dict(zip(self.tasks, self.weights.tolist()))
+    def weight_vector(self):
+        return self.weights

@@ -10,7 +10,6 @@ import pytest
 import torch
 
 from polyhead.cli.main import main
-from polyhead.engine.module import MultiTaskModule
 
 RANDOM = ["tracking.enabled=false", "report.enabled=false", "data.augment.hflip=true", "data.augment.crop_padding=2",
           "model.head.dropout=0.3", "training.cpu_threads=1"]
@@ -21,29 +20,16 @@ def _argv(dataset, name, *extra):
             *RANDOM, *extra]
 
 
-def _interrupt_at(monkeypatch, epoch, batch):
-    """Make training_step raise at (epoch, batch) once, as a crash would."""
-    original = MultiTaskModule.training_step
-
-    def step(self, b, batch_idx):
-        if (self.current_epoch, batch_idx) == (epoch, batch):
-            monkeypatch.setattr(MultiTaskModule, "training_step", original)
-            raise RuntimeError("simulated crash")
-        return original(self, b, batch_idx)
-
-    monkeypatch.setattr(MultiTaskModule, "training_step", step)
-
-
 def _outcome(run):
     metrics = json.loads((run / "metrics.json").read_text())
     return pd.read_csv(run / "history.csv"), {k: metrics[k] for k in ("val", "test") if k in metrics}
 
 
 @pytest.mark.parametrize("workers", [0, 2])  # 2: persistent workers fetch the first epoch's rows early
-def test_resume_is_bit_identical(dataset, monkeypatch, workers):
+def test_resume_is_bit_identical(dataset, crash_at, workers):
     extra = ["training.epochs=3", "data.test_fraction=0.1", f"data.num_workers={workers}"]
     assert main(_argv(dataset, "full", *extra)) == 0
-    _interrupt_at(monkeypatch, epoch=2, batch=3)
+    crash_at(epoch=2, batch=3)
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(_argv(dataset, "cut", *extra))
     assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
@@ -54,12 +40,12 @@ def test_resume_is_bit_identical(dataset, monkeypatch, workers):
     assert cut_metrics == full_metrics and "test" in full_metrics
 
 
-def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, monkeypatch):
+def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, crash_at):
     # min_delta larger than any loss: only epoch 0 improves, patience 2 stops after epoch 2
     extra = ["training.epochs=8", "training.early_stopping.enabled=true", "training.early_stopping.patience=2",
              "training.early_stopping.min_delta=100", "scheduler.name=none"]
     assert main(_argv(dataset, "full", *extra)) == 0
-    _interrupt_at(monkeypatch, epoch=2, batch=0)  # last.ckpt: epoch 1, one epoch without improvement
+    crash_at(epoch=2, batch=0)  # last.ckpt: epoch 1, one epoch without improvement
     with pytest.raises(RuntimeError, match="simulated crash"):
         main(_argv(dataset, "cut", *extra))
     assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0

@@ -48,7 +48,7 @@ def test_sgd_plateau_early_stopping_static_weights_bf16_mlp_heads(dataset):
     argv = ["train", str(dataset / "config.yaml"), f"output_dir={dataset / 'runs'}", "run_name=o",
             "optimizer=sgd", "optimizer.lr=0.05", "scheduler=plateau", "training.epochs=30",
             "training.early_stopping.enabled=true", "training.early_stopping.patience=2",
-            "training.early_stopping.min_delta=0.5",  # an improvement that never comes: stops after 3 epochs
+            "training.early_stopping.min_delta=100",  # an improvement that never comes: stops after 3 epochs
             "training.weighting=static", "tasks.quadrant.weight=3", "training.precision=bf16-mixed",
             "model.head.hidden=[16]", "model.head.dropout=0.1", "data.split_column=split",
             "training.gradient_clip=1.0"]

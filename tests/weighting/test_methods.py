@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from polyhead.errors import ConfigError
+from polyhead.errors import ConfigError, PolyheadError
 from polyhead.weighting import WEIGHTINGS, StepContext, build_weighting
 
 TASKS = ["a", "b", "c"]
@@ -23,15 +23,33 @@ class Toy(nn.Module):
         self.x = torch.randn(8, 4)
         self.y = {t: torch.randn(8, 1) for t in tasks}
 
+    def losses(self, tasks, features=None) -> dict:
+        features = self.backbone(self.x) if features is None else features  # [B, F]
+        return {t: ((self.heads[t](features) - self.y[t]) ** 2).mean() for t in tasks}
+
     def step(self, method, tasks, *, frozen=False):
         """One step's losses for `tasks` and the context a training step would give."""
         for p in self.backbone.parameters():
             p.requires_grad_(not frozen)
         features = self.backbone(self.x)  # [B, F]
-        losses = {t: ((self.heads[t](features) - self.y[t]) ** 2).mean() for t in tasks}
         shared = [p for p in self.backbone.parameters() if p.requires_grad]
         ctx = StepContext(backward=lambda loss: loss.backward(), features=features, shared_parameters=shared)
-        return losses, ctx
+        return self.losses(tasks, features), ctx
+
+    def train_step(self, method, opt, tasks):
+        """backward, optimizer step, after_step: the order of the training module."""
+        opt.zero_grad(set_to_none=True)
+        losses, ctx = self.step(method, tasks)
+        total = method.backward(losses, ctx)
+        opt.step()
+        with torch.no_grad():
+            method.after_step(lambda: self.losses(tasks))
+        return losses, total
+
+
+def optimizer(toy, method, lr=0.05):
+    """SGD over the toy and the method's own group (as the training module builds it)."""
+    return torch.optim.SGD([{"params": toy.parameters()}, *method.parameter_groups(lr)], lr=lr)
 
 
 def test_all_methods_registered():
@@ -52,6 +70,7 @@ def test_finite_gradients_on_subsets(name, subset):
         method.zero_grad(set_to_none=True)
         losses, ctx = toy.step(method, subset)
         total = method.backward(losses, ctx)
+        method.after_step(lambda: toy.losses(subset))
         assert torch.isfinite(total)
         for p in toy.backbone.parameters():
             assert p.grad is not None and torch.isfinite(p.grad).all(), name
@@ -73,9 +92,11 @@ def test_gradient_methods_parameters_mode_and_frozen_backbone(name):
     losses, ctx = toy.step(method, TASKS)
     method.backward(losses, ctx)
     assert all(torch.isfinite(p.grad).all() for p in toy.backbone.parameters())
+    assert method.active
     toy.zero_grad(set_to_none=True)
-    losses, ctx = toy.step(method, TASKS, frozen=True)  # no shared parameters: plain sum
+    losses, ctx = toy.step(method, TASKS, frozen=True)  # frozen backbone: the plain sum, and it says so
     method.backward(losses, ctx)
+    assert not method.active
     assert all(p.grad is None for p in toy.backbone.parameters())
     assert all(toy.heads[t].weight.grad is not None for t in TASKS)
 
@@ -94,6 +115,10 @@ def test_heads_get_own_loss_gradient_and_backbone_the_aggregate(name):
     expected_feature_grad = (w @ jac).reshape(ctx.features.shape)
     # the backbone's gradient is what the aggregated feature gradient gives: W.grad = d^T x
     torch.testing.assert_close(toy.backbone.weight.grad, expected_feature_grad.T @ toy.x, rtol=1e-4, atol=1e-5)
+    # ... and it is not the plain sum's (a silent fall-back would give exactly that, with weights 1)
+    plain = jac.sum(0).reshape(ctx.features.shape).T @ toy.x
+    assert (toy.backbone.weight.grad - plain).abs().max() > 1e-4
+    assert (w - 1).abs().max() > 1e-3
 
 
 def _state(method):
@@ -104,12 +129,9 @@ def _state(method):
 def test_state_dict_round_trip(name):
     toy = Toy()
     method = build_weighting(name, TASKS)
-    opt = torch.optim.SGD(list(toy.parameters()) + list(method.parameters()), lr=0.1)
+    opt = optimizer(toy, method, lr=0.1)
     for i in range(4):
-        opt.zero_grad()
-        losses, ctx = toy.step(method, TASKS if i % 2 == 0 else ["a", "b"])
-        method.backward(losses, ctx)
-        opt.step()
+        losses, _ = toy.train_step(method, opt, TASKS if i % 2 == 0 else ["a", "b"])
         method.on_epoch_end({t: float(v.detach()) * (i + 1) ** (j + 1) for j, (t, v) in enumerate(losses.items())})
     state = _state(method)
     assert state, f"{name} keeps no state"
@@ -209,10 +231,113 @@ def test_uncertainty_weights_move_during_optimization():
     assert all(abs(after[t] - before[t]) > 1e-3 for t in TASKS)
 
 
-def test_famo_logits_update_from_previous_losses():
-    method = build_weighting("famo", ["a", "b"], {"lr": 0.1})
+def test_famo_update_re_evaluates_the_same_batch_with_per_task_adam():
+    """FAMO's paper update, by hand: after each optimizer step the same batch is evaluated again;
+    delta_t = log L_t(before) - log L_t(after); the logits of the present tasks take an Adam step
+    along d(z . delta)/d xi = z * (delta - z . delta). Each task has its own Adam (moments, step
+    count, L2 decay), so a task absent from a batch neither moves nor counts a step."""
+    toy = Toy()
+    lr, gamma = 0.1, 0.01
+    method = build_weighting("famo", TASKS, {"lr": lr, "gamma": gamma})
+    opt = torch.optim.SGD(toy.parameters(), lr=0.05)
+    xi = {t: torch.zeros((), requires_grad=True) for t in TASKS}  # the expectation: one torch Adam per task
+    adams = {t: torch.optim.Adam([xi[t]], lr=lr, betas=(0.9, 0.999), eps=1e-8, weight_decay=gamma) for t in TASKS}
+    for present in (["a", "b"], ["a", "b", "c"], ["b", "c"], TASKS):
+        losses, _ = toy.train_step(method, opt, present)
+        with torch.no_grad():
+            before = torch.stack([losses[t].detach() for t in present])
+            after = torch.stack(list(toy.losses(present).values()))  # same batch, updated model
+            delta = (before + 1e-8).log() - (after + 1e-8).log()
+            z = torch.softmax(torch.stack([xi[t].detach() for t in present]), 0)
+            grad = z * (delta - (z * delta).sum())
+        for t, g in zip(present, grad):
+            adams[t].zero_grad()
+            xi[t].grad = g.clone()
+            adams[t].step()
+        expected = torch.stack([xi[t].detach() for t in TASKS])
+        torch.testing.assert_close(method.logits, expected, rtol=1e-5, atol=1e-6)
+    assert method.adam_steps.tolist() == [3, 4, 3]
+    weights = method.task_weights()
+    assert abs(sum(weights.values()) - 1) < 1e-6 and max(weights.values()) - min(weights.values()) > 1e-3
+
+
+def test_famo_without_after_step_is_an_error():
+    method = build_weighting("famo", ["a", "b"])
     ctx = StepContext(backward=lambda loss: None)
     method.backward({"a": torch.tensor(1.0), "b": torch.tensor(1.0)}, ctx)
-    method.backward({"a": torch.tensor(0.5), "b": torch.tensor(1.0)}, ctx)  # a improved, b did not
-    w = method.task_weights()
-    assert w["b"] > w["a"]  # FAMO shifts weight to the task that is falling behind
+    with pytest.raises(PolyheadError, match="after_step"):
+        method.backward({"a": torch.tensor(0.5), "b": torch.tensor(1.0)}, ctx)
+
+
+# pcgrad and upgrad change only conflicting gradients: see the conflicting cases above and below
+@pytest.mark.parametrize("name", ["uncertainty", "dwa", "rlw", "famo", "gradnorm", "mgda", "cagrad", "nash_mtl",
+                                  "imtl"])
+def test_adaptive_methods_move_weights_away_from_equal(name):
+    """A few epochs on tasks of different scales: the weights the method reports differ between
+    tasks (the plain sum it could silently fall back to reports equal weights)."""
+    toy = Toy()
+    toy.y["b"] = 10 * toy.y["b"]  # a much larger loss than the others
+    method = build_weighting(name, TASKS)
+    opt = optimizer(toy, method)
+    for epoch in range(3):
+        sums = dict.fromkeys(TASKS, 0.0)
+        for _ in range(5):
+            losses, _ = toy.train_step(method, opt, TASKS)
+            for t in TASKS:
+                sums[t] += float(losses[t].detach()) / 5
+        method.on_epoch_end(sums)
+    w = method.weight_vector()
+    assert torch.isfinite(w).all() and w.max() - w.min() > 1e-3, (name, w)
+
+
+# ---- gradient methods need what their mode differentiates (a hand-written loop) ----------------------
+def _conflicting():
+    """Two losses linear in the features [B=4, F=2] with conflicting gradients (g_a . g_b < 0):
+    per row, d L_a / d features = u_a / B and d L_b / d features = u_b / B."""
+    torch.manual_seed(0)
+    backbone, x = nn.Linear(3, 2), torch.randn(4, 3)
+    u_a, u_b = torch.tensor([1.0, 0.2]), torch.tensor([-0.8, 1.0])
+    features = backbone(x)
+    losses = {"a": (features @ u_a).mean(), "b": (features @ u_b).mean()}
+    g_a, g_b = (u_a / 4).repeat(4), (u_b / 4).repeat(4)  # flattened feature gradients [B * F]
+    return backbone, x, features, losses, g_a, g_b
+
+
+def _pcgrad(g_a, g_b):
+    return (g_a - (g_a @ g_b) / (g_b @ g_b) * g_b) + (g_b - (g_a @ g_b) / (g_a @ g_a) * g_a)
+
+
+def _mgda(g_a, g_b):  # the min-norm point of the segment [g_a, g_b]
+    w = ((g_b - g_a) @ g_b / (g_a - g_b).square().sum()).clamp(0, 1)
+    return w * g_a + (1 - w) * g_b
+
+
+@pytest.mark.parametrize("name,args,aggregate", [("pcgrad", {}, _pcgrad),
+                                                  ("mgda", {"normalization": "none"}, _mgda)])
+def test_features_alone_drive_a_gradient_method(name, args, aggregate):
+    """A hand-written loop that passes the features but no shared parameters (features mode needs
+    only the features): the backbone gets the method's aggregate, not the plain sum."""
+    backbone, x, features, losses, g_a, g_b = _conflicting()
+    assert g_a @ g_b < 0
+    method = build_weighting(name, ["a", "b"], args)
+    method.backward(losses, StepContext(backward=lambda t: t.backward(), features=features))
+    expected = aggregate(g_a, g_b).view(4, 2).T @ x  # d W = d^T x for a linear backbone
+    plain = (g_a + g_b).view(4, 2).T @ x
+    torch.testing.assert_close(backbone.weight.grad, expected, rtol=1e-4, atol=1e-6)
+    assert (expected - plain).abs().max() > 1e-3 and method.active
+
+
+@pytest.mark.parametrize("name", ["pcgrad", "gradnorm"])
+def test_missing_step_inputs_are_an_error(name):
+    backbone, x, features, losses, _, _ = _conflicting()
+    with pytest.raises(PolyheadError, match="needs StepContext.features") as err:
+        build_weighting(name, ["a", "b"]).backward(losses, StepContext(backward=lambda t: t.backward()))
+    assert "\n" not in str(err.value)
+    with pytest.raises(PolyheadError, match="needs StepContext.shared_parameters"):
+        build_weighting(name, ["a", "b"], {"mode": "parameters"}).backward(
+            losses, StepContext(backward=lambda t: t.backward(), features=features))
+    # a frozen backbone (features without gradient) is no mistake: the plain sum, reported as inactive
+    frozen = {t: loss.detach().requires_grad_() for t, loss in losses.items()}
+    method = build_weighting(name, ["a", "b"], {"mode": "parameters"})
+    method.backward(frozen, StepContext(backward=lambda t: t.backward(), features=features.detach()))
+    assert not method.active and all(loss.grad is not None for loss in frozen.values())
