@@ -26,6 +26,7 @@ from polyhead.config.loading import from_yaml_text, load_config
 from polyhead.config.schema import Config
 from polyhead.data.dataset import MultiTaskDataset, encode_table, unlabelled_split
 from polyhead.data.tables import IMAGE, IMAGE_EXTENSIONS, read_table
+from polyhead.engine.devices import resolve_device
 from polyhead.engine.evaluation import evaluate_model, predict_batches
 from polyhead.engine.fit import RunResult
 from polyhead.errors import PolyheadError
@@ -41,14 +42,6 @@ def fit(config: str | Path | Config, overrides: Sequence[str] = (), *, console: 
     else:
         cfg, hint = load_config(config, overrides), Path(config).stem
     return _fit(cfg, console=console, name_hint=hint)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PolyheadError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return torch.device(device)
 
 
 def list_images(folder: Path) -> list[str]:
@@ -68,13 +61,15 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | Path, device: str = "auto") -> "Predictor":
+        """`device`: auto, cpu, cuda (or gpu), cuda:N or mps (see polyhead.engine.devices)."""
+        target = resolve_device(device)  # before any work: a device this machine lacks is one line
         bundle = load_bundle(path)
         config = None
         for candidate in (Path(path) / "config.yaml", Path(path).parent / "config.yaml"):
             if candidate.is_file():
                 config = from_yaml_text(candidate.read_text())
                 break
-        return cls(bundle, resolve_device(device), config)
+        return cls(bundle, target, config)
 
     def _loader(self, split, batch_size: int, num_workers: int) -> DataLoader:
         p = self.bundle.prep
