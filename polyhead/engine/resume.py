@@ -41,14 +41,39 @@ def _resumable(key: str) -> bool:
     return any(key == k or (k.endswith(".") and key.startswith(k)) for k in RESUMABLE)
 
 
+def _absent_root(key: str, side: dict[str, object]) -> str:
+    """The shortest prefix of `key` that `side` has nothing under (a whole task added, say)."""
+    parts = key.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if not any(k == prefix or k.startswith(prefix + ".") for k in side):
+            return prefix
+    return key
+
+
+def _changes(saved: dict[str, object], new: dict[str, object]) -> list[str]:
+    """'key (old -> new)' per changed value; an added or removed section is one entry."""
+    out: list[str] = []
+    for key in sorted(saved.keys() | new.keys()):
+        if saved.get(key, "<unset>") == new.get(key, "<unset>") or _resumable(key):
+            continue
+        if key not in saved:
+            text = f"{_absent_root(key, saved)} (added)"
+        elif key not in new:
+            text = f"{_absent_root(key, new)} (removed)"
+        else:
+            text = f"{key} ({saved[key]} -> {new[key]})"
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def check_resume(run_dir: str | Path, cfg: Config) -> None:
     """Refuse a resume whose config differs from the run's own config.yaml outside `RESUMABLE`."""
     saved = _flat(as_dict(load_config(Path(run_dir) / "config.yaml")))
-    new = _flat(as_dict(cfg))
-    changed = sorted(k for k in saved.keys() | new.keys() if saved.get(k, "<unset>") != new.get(k, "<unset>"))
-    refused = [k for k in changed if not _resumable(k)]
+    refused = _changes(saved, _flat(as_dict(cfg)))
     if refused:
-        shown = ", ".join(f"{k} ({saved.get(k, '<unset>')} -> {new.get(k, '<unset>')})" for k in refused[:5])
+        shown = ", ".join(refused[:5])
         more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
         allowed = ", ".join(k + "*" if k.endswith(".") else k for k in RESUMABLE)
         raise ConfigError(f"cannot resume '{run_dir}' with a changed {shown}{more}: the checkpoint was trained "
