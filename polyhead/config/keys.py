@@ -97,10 +97,11 @@ def is_free_form(key: str) -> bool:
     return any(key.startswith(prefix + ".") for prefix in FREE_FORM)
 
 
-def coerce(key: str, value: Any, where: str, add: bool = False) -> Any:
-    """One value checked against the schema's shape at `key`: a scalar for a section is an error,
-    a scalar for a list becomes a one-element list (`data.image_size=28` -> [28])."""
-    t = schema_type(key)
+def coerce(key: str, value: Any, where: str, add: bool = False, t: Any = None) -> Any:
+    """One value checked against the schema's shape at `key` (of type `t`, looked up when not
+    given): a scalar for a section is an error, a scalar for a list becomes a one-element list
+    (`data.image_size=28` -> [28])."""
+    t = schema_type(key) if t is None else t
     scalar = value is not None and not isinstance(value, (dict, list, tuple))
     if scalar and is_section(t):
         raise section_error(key, value, where, add)
@@ -109,17 +110,18 @@ def coerce(key: str, value: Any, where: str, add: bool = False) -> Any:
     return value
 
 
-def normalise(body: dict, prefix: str, where: str) -> dict:
+def normalise(body: dict, prefix: str, where: str, parent: Any = None) -> dict:
     """A file's mapping (or a preset's section) checked key by key against the schema: unknown
-    keys, scalars for sections and scalars for lists, with the same words as the command line."""
+    keys, scalars for sections and scalars for lists, with the same words as the command line.
+    `parent`: the schema type of `body` (default: the type at `prefix`)."""
+    parent = schema_type(prefix.rstrip(".")) if parent is None else parent
     out = {}
     for k, value in body.items():
-        key = f"{prefix}{k}"
-        t = schema_type(key)
+        key, t = f"{prefix}{k}", _unwrap(_child(parent, str(k)))
         if t is None:
             raise unknown_key_error(key, where)
-        value = coerce(key, value, where)
+        value = coerce(key, value, where, t=t)
         if isinstance(value, dict) and is_section(t):
-            value = normalise(value, f"{key}.", where)
+            value = normalise(value, f"{key}.", where, t)
         out[k] = value
     return out

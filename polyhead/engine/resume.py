@@ -83,12 +83,16 @@ def check_resume(run_dir: str | Path, cfg: Config) -> None:
 
 class SaveConfigOnStart(L.Callback):
     """Writes the run's config.yaml when training starts, after Lightning has loaded the checkpoint,
-    so a resume that fails before that leaves the saved config as it was."""
+    so a resume that fails before that leaves the saved config as it was. A run resumed after
+    its last epoch trains no further (no train start): the config is written at fit end."""
 
     def __init__(self, path: Path, cfg: Config):
         self.path, self.text = Path(path), to_yaml(cfg)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.write_text(self.text)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.path.write_text(self.text)
 
 

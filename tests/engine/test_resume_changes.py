@@ -50,6 +50,10 @@ def test_refused_then_allowed_resume(run, capsys):
     assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["training"]["epochs"] == 2 and saved["model"]["small_cnn"]["blocks"] == 2
+    # nothing left to train: no epoch starts, the config is still saved once the resume has run
+    assert main(["train", "--resume", str(run), "training.epochs=2", "data.eval_batch_size=8"]) == 0
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["eval_batch_size"] == 8
 
 
 def test_config_is_written_only_once_training_resumes(run, dataset):
