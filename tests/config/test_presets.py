@@ -120,3 +120,10 @@ def test_print_config_through_the_cli(tmp_path):
     proc = run_cli("train", path, "model=resnet18", "model.drop_rate=0.1", "--print-config")
     printed = yaml.safe_load(proc.stdout)
     assert proc.returncode == 0 and (printed["model"]["backbone"], printed["model"]["drop_rate"]) == ("resnet18", 0.1)
+
+    for text, expected in [(FILE_MODEL, ("small_cnn", 0.2, 2)),  # file only
+                           ("defaults: [{model: resnet18}]\nmodel: {drop_rate: 0.2}\n", ("resnet18", 0.2, 3))]:
+        proc = run_cli("train", write(tmp_path, text), "--print-config")
+        m = yaml.safe_load(proc.stdout)["model"]
+        assert proc.returncode == 0 and proc.stderr == ""
+        assert (m["backbone"], m["drop_rate"], m["small_cnn"]["blocks"]) == expected
