@@ -20,8 +20,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from polyhead.errors import ConfigError
 
 GROUPS = ("model", "optimizer", "scheduler")
