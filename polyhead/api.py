@@ -24,6 +24,7 @@ from polyhead.config.loading import from_yaml_text, load_config
 from polyhead.config.schema import Config
 from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, encode_table, unlabelled_split
 from polyhead.data.tables import IMAGE_EXTENSIONS, read_table
+from polyhead.engine.devices import resolve_device
 from polyhead.engine.evaluation import evaluate_model, predict_batches
 from polyhead.engine.fit import RunResult
 from polyhead.engine.predictions import ERROR, output_format, prediction_frame, write_predictions
@@ -40,14 +41,6 @@ def fit(config: str | Path | Config, overrides: Sequence[str] = (), *, console: 
     else:
         cfg, hint = load_config(config, overrides), Path(config).stem
     return _fit(cfg, console=console, name_hint=hint)
-
-
-def resolve_device(device: str = "auto") -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise PolyheadError(f"--device {device}: no CUDA device is available here; use --device cpu")
-    return torch.device(device)
 
 
 def list_images(folder: Path) -> tuple[list[str], int]:
@@ -108,14 +101,16 @@ class Predictor:
     def load(cls, path: str | Path, device: str = "auto", backend: str = "torch") -> "Predictor":
         """`path`: a run folder, or a bundle folder (RUN/model or one that stands alone).
         `backend="onnx"`: run the graph written by `polyhead export` (a run folder, its export
-        folder or a model.onnx file) with onnxruntime on the CPU."""
+        folder or a model.onnx file) with onnxruntime on the CPU. `device`: auto, cpu, cuda (or gpu),
+        cuda:N or mps (see polyhead.engine.devices)."""
         if backend == "onnx":
             return cls._load_onnx(path, device)
         if backend != "torch":
             raise PolyheadError(f"--backend {backend!r}: expected torch or onnx")
+        target = resolve_device(device)  # before any work: a device this machine lacks is one line
         bundle = load_bundle(path)
         config, run_dir = _run_config(path)
-        return cls(bundle, resolve_device(device), config, run_dir or Path(path))
+        return cls(bundle, target, config, run_dir or Path(path))
 
     @classmethod
     def _load_onnx(cls, path: str | Path, device: str) -> "Predictor":

@@ -26,3 +26,20 @@ class ImageError(DataError):
     def __init__(self, message: str, *, path: str | None = None, reason: str | None = None):
         super().__init__(message)
         self.path, self.reason = path, reason if reason is not None else message
+
+
+def bad_value(key: str, value, expected: str) -> ConfigError:
+    """The one wording for a config value that is not accepted (every registry and check uses it)."""
+    return ConfigError(f"bad value for config key '{key}': {value!r}; expected {expected}")
+
+
+def one_of(key: str, value, options) -> None:
+    """Raise `bad_value` with a did-you-mean hint unless `value` is one of `options`."""
+    if value in options:
+        return
+    import difflib
+
+    names = [str(o) for o in options]
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    raise ConfigError(f"{bad_value(key, value, 'one of ' + ', '.join(names))}{hint}")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torchmetrics.functional import classification as M
 
 from polyhead.config.schema import TaskConfig
-from polyhead.errors import ConfigError, DataError
+from polyhead.errors import ConfigError, DataError, one_of
 
 
 def is_missing(value: Any) -> bool:
@@ -118,6 +118,13 @@ class Task:
         """probs [N, K] and targets of the labelled rows only -> JSON-able metrics."""
         raise NotImplementedError
 
+    @classmethod
+    def scalar_metrics(cls, config: TaskConfig) -> tuple[str, ...]:
+        """The number-valued keys `metrics` can return for a task so configured (besides `n`):
+        training logs them as val/<task>/<name>, so `training.monitor` may name them. A key may
+        be absent from one evaluation (e.g. AUROC on a split with one class)."""
+        raise NotImplementedError
+
     # ---- bundle ------------------------------------------------------------------
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -211,6 +218,12 @@ class MulticlassTask(Task):
                             for i, name in enumerate(self.classes)}
         out["confusion_matrix"] = M.multiclass_confusion_matrix(probs, targets, **kw).tolist()
         return out
+
+    @classmethod
+    def scalar_metrics(cls, config):
+        k = config.top_k if config.classes is None else min(config.top_k, len(config.classes))
+        top_k = (f"top{k}_accuracy",) if k > 1 and (config.classes is None or k < len(config.classes)) else ()
+        return ("accuracy", *top_k, "macro_f1")
 
 
 _TRUE = {"1", "true", "yes", "y", "t", "pos", "positive"}
@@ -317,6 +330,10 @@ class BinaryTask(Task):
         out["average_precision"] = M.binary_average_precision(p, t).item() if both else None
         out["confusion_matrix"] = M.binary_confusion_matrix(hard, t).tolist()
         return out
+
+    @classmethod
+    def scalar_metrics(cls, config):
+        return ("positives", "accuracy", "precision", "recall", "f1", "auroc", "average_precision")
 
 
 def _bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | None) -> torch.Tensor:
@@ -444,6 +461,10 @@ class MultilabelTask(Task):
                             for j, c in enumerate(self.classes)}
         return out
 
+    @classmethod
+    def scalar_metrics(cls, config):
+        return ("micro_f1", "macro_f1", "exact_match", "mAP")
+
 
 def _macro_over_present(f1: list[float], support: list[int], predicted: list[int]) -> float | None:
     """Mean per-label F1 over the labels that occur in the targets or are predicted; a label with
@@ -457,9 +478,7 @@ TASK_TYPES: dict[str, type[Task]] = {t.type: t for t in (MulticlassTask, BinaryT
 
 
 def build_task(name: str, config: TaskConfig) -> Task:
-    if config.type not in TASK_TYPES:
-        raise ConfigError(f"bad value for config key 'tasks.{name}.type': {config.type!r}; "
-                          f"expected one of {', '.join(TASK_TYPES)}")
+    one_of(f"tasks.{name}.type", config.type, list(TASK_TYPES))
     return TASK_TYPES[config.type](name, config)
 
 

@@ -8,9 +8,24 @@ def add_model_input_args(p) -> None:
     p.add_argument("--root", help="folder the table's image paths are relative to (default: the table's folder)")
     p.add_argument("--batch-size", type=int, default=128, help="images per forward pass (default: 128)")
     p.add_argument("--num-workers", type=int, default=1, help="DataLoader workers decoding images")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda (or gpu), cuda:N or mps")
 
 
 def input_kwargs(args) -> dict:
     return {"image_column": args.image_column, "root": args.root, "batch_size": args.batch_size,
             "num_workers": args.num_workers}
+
+
+def load_verb_config(verb: str, config_path, overrides):
+    """The checked config of a verb that reads one (train, compare, validate-data, inspect-data);
+    notes from composing it (a command-line preset replacing a file's section) go to stderr as
+    one line each, so stdout stays what the verb prints."""
+    import sys
+
+    from polyhead.engine.checks import load_checked_config
+
+    notes: list[str] = []
+    cfg = load_checked_config(config_path, list(overrides), notes)
+    for note in notes:
+        print(f"polyhead {verb}: note: {note}", file=sys.stderr)
+    return cfg

@@ -29,10 +29,10 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from polyhead.config.loading import load_config
+    from polyhead.cli.common import load_verb_config
     from polyhead.engine.compare import compare
 
-    cfg = load_config(args.config, args.overrides)
+    cfg = load_verb_config("compare", args.config, args.overrides)
     compare(cfg, console=Console(), inference_iters=args.inference_iters,
             name_hint=f"{Path(args.config).stem}-compare")
     return 0

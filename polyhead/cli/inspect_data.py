@@ -34,7 +34,7 @@ def run(args) -> int:
     from rich.console import Console
     from rich.markup import escape
 
-    from polyhead.config.loading import load_config
+    from polyhead.cli.common import load_verb_config
     from polyhead.data.module import build_splits, image_size
     from polyhead.data.transforms import build_train_transform
     from polyhead.errors import ConfigError
@@ -44,7 +44,7 @@ def run(args) -> int:
     if args.samples < 1 or args.draws < 1:
         raise ConfigError(f"--samples and --draws must be at least 1, got {args.samples} and {args.draws}")
     config_path = Path(args.config)
-    cfg = load_config(config_path, args.overrides)
+    cfg = load_verb_config("inspect-data", config_path, args.overrides)
     console = Console()
     tasks = build_tasks(cfg.tasks)
     splits = build_splits(cfg, tasks, console)

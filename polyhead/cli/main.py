@@ -12,7 +12,8 @@ import sys
 
 from polyhead import __version__
 
-VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export")
+VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export",
+         "methods", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

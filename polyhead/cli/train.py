@@ -28,9 +28,10 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from polyhead.config.loading import load_config, to_yaml
+    from polyhead.cli.common import load_verb_config
+    from polyhead.config.loading import to_yaml
     from polyhead.engine.fit import fit
-
+    from polyhead.engine.resume import check_resume
     from polyhead.errors import ConfigError
 
     overrides = list(args.overrides)
@@ -44,7 +45,9 @@ def run(args) -> int:
         raise ConfigError("give a config file (polyhead train my.yaml) or --resume RUN_DIR")
     else:
         config_path = Path(args.config)
-    cfg = load_config(config_path, overrides)
+    cfg = load_verb_config("train", config_path, overrides)  # notes to stderr: --print-config prints YAML
+    if args.resume:
+        check_resume(args.resume, cfg)
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0

@@ -31,13 +31,13 @@ def run(args) -> int:
 
     from rich.console import Console
 
-    from polyhead.config.loading import load_config
+    from polyhead.cli.common import load_verb_config
     from polyhead.data.module import build_splits, image_size
     from polyhead.data.validation import SPLITS, print_problems, validate_splits
     from polyhead.errors import PolyheadError
     from polyhead.tasks import build_tasks
 
-    cfg = load_config(Path(args.config), list(args.overrides))
+    cfg = load_verb_config("validate-data", Path(args.config), list(args.overrides))
     console = Console()
     tasks = build_tasks(cfg.tasks)
     splits = build_splits(cfg, tasks, console)

@@ -6,18 +6,29 @@ Overrides follow Hydra's grammar (parsed by Hydra itself):
     +tasks.color.type=binary   add a key that is not there yet
     ++a.b=1                    add or change
     ~model.weights             delete (reset to the schema default)
-    model=efficientnet_lite0   pick a preset from a config group
+    model=efficientnet_lite0   pick a preset from a config group (model, optimizer, scheduler)
 
-Precedence, lowest first (Hydra's with `_self_` last): schema defaults, group
-presets named in the file's `defaults:` list (or replaced on the command line),
-the file's own keys, then the command-line value overrides.
+Precedence, lowest first (see `polyhead.config.presets`):
+
+    1. schema defaults
+    2. the presets of the file's `defaults:` list
+    3. the file's own keys (over its presets, as in Hydra; naming another backbone /
+       optimizer / scheduler than the file's own preset is an error)
+    4. presets chosen on the command line: each replaces its whole section, the file's
+       keys in that section included (a note names the keys dropped)
+    5. command-line values, in the order given
+
+Shapes are forgiving where that is unambiguous: a single value for a list key is a
+one-element list (`data.image_size=28`), and `training.weighting_args.<arg>=v` needs no "+"
+(the weighting method checks its own argument names). A value for a whole section
+(`training.early_stopping=true`) or an unknown key gets one line naming the key and what
+its section holds, with the same words for the file and the command line (`config/keys.py`).
 """
 
 from __future__ import annotations
 
-import difflib
+import warnings
 from dataclasses import is_dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -25,37 +36,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from polyhead.config import keys, presets
+from polyhead.config.presets import GROUPS, available_presets
 from polyhead.config.schema import Config
 from polyhead.config.validation import validate
 from polyhead.config.yaml_labels import load_yaml
 from polyhead.errors import ConfigError
 
-GROUPS = ("model", "optimizer", "scheduler")
-
-
-def _group_dirs(config_dir: Path | None) -> list[Path]:
-    dirs = []
-    if config_dir is not None:
-        dirs.append(config_dir)
-    dirs.append(Path(str(resources.files("polyhead") / "conf")))
-    return dirs
-
-
-def available_presets(group: str, config_dir: Path | None = None) -> list[str]:
-    names: set[str] = set()
-    for d in _group_dirs(config_dir):
-        if (d / group).is_dir():
-            names.update(p.stem for p in (d / group).glob("*.yaml"))
-    return sorted(names)
-
-
-def _load_preset(group: str, name: str, config_dir: Path | None) -> dict:
-    for d in _group_dirs(config_dir):
-        path = d / group / f"{name}.yaml"
-        if path.is_file():
-            return _read_yaml(path) or {}
-    valid = available_presets(group, config_dir)
-    raise ConfigError(f"unknown preset '{group}={name}'; available for '{group}': {', '.join(valid) or 'none'}")
+ABSENT = "__absent__"
 
 
 def _read_yaml(path: Path) -> Any:
@@ -86,115 +74,125 @@ def _parse_overrides(overrides: Iterable[str]) -> list:
     return parsed
 
 
-def _keys_of(node: Any) -> list[str]:
-    if isinstance(node, DictConfig):
-        return [str(k) for k in node.keys()]
-    return []
-
-
-def _unknown_key_error(key: str, where: str, schema: DictConfig) -> ConfigError:
-    parent_key, _, leaf = key.rpartition(".")
-    parent = OmegaConf.select(schema, parent_key) if parent_key else schema
-    valid = _keys_of(parent)
-    close = difflib.get_close_matches(leaf, valid, n=1)
-    hint = f"; did you mean '{parent_key + '.' if parent_key else ''}{close[0]}'?" if close else ""
-    listing = f" Valid keys under '{parent_key or '<root>'}': {', '.join(valid)}." if valid else ""
-    return ConfigError(f"unknown config key '{key}' ({where}){hint}{listing}")
-
-
-def _omegaconf_error(exc: OmegaConfBaseException, where: str, schema: DictConfig) -> ConfigError:
-    key = getattr(exc, "full_key", None) or ""
+def _omegaconf_error(exc: OmegaConfBaseException, where: str, key_hint: str = "") -> ConfigError:
+    key = getattr(exc, "full_key", None) or key_hint
     msg = str(exc).strip().splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
-        return _unknown_key_error(key, where, schema)
+        return keys.unknown_key_error(key, where)
     if "issing mandatory value" in msg:
         return ConfigError(f"config key '{key}' is required but not set ({where})")
     return ConfigError(f"bad value for config key '{key}' ({where}): {msg}")
 
 
-def _merge(base: DictConfig, update: Any, where: str, schema: DictConfig) -> DictConfig:
+def _merge(base: DictConfig, update: Any, where: str, key_hint: str = "") -> DictConfig:
     try:
         return OmegaConf.merge(base, update)
     except OmegaConfBaseException as exc:
-        raise _omegaconf_error(exc, where, schema) from None
+        raise _omegaconf_error(exc, where, key_hint) from None
 
 
-def _apply_value_override(cfg: DictConfig, ov, schema: DictConfig) -> DictConfig:
-    key, where = ov.key_or_group, f"command line '{ov.input_line}'"
-    exists = OmegaConf.select(cfg, key, default="__absent__") != "__absent__"
-    if ov.is_delete():
-        if not exists:
-            raise ConfigError(f"cannot delete '{key}' ({where}): no such key")
-        parent_key, _, leaf = key.rpartition(".")
-        parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
-        default = OmegaConf.select(schema, key, default="__absent__")
-        with open_dict(parent):
-            if default == "__absent__":  # a user-added key (a task, a weighting arg): remove it
-                del parent[leaf]
-            else:  # a schema key: back to its default
-                parent[leaf] = default
-        return cfg
-    if ov.is_add() and exists:
-        raise ConfigError(f"cannot add '{key}' ({where}): it already exists; use '{key}=...' to change it")
-    if not (ov.is_add() or ov.is_force_add()) and not exists:
-        raise _unknown_key_error(key, f"{where}; use '+{key}=...' to add a new key", schema)
-    nested = ov.value()
-    for part in reversed(key.split(".")):  # a.b=v -> {"a": {"b": v}}: merging validates against the schema
-        nested = {part: nested}
-    return _merge(cfg, nested, where, schema)
+def _first_absent(cfg: DictConfig, key: str) -> str | None:
+    """The shortest prefix of `key` that `cfg` does not have (None when `key` exists)."""
+    parts = key.split(".")
+    for i in range(1, len(parts) + 1):
+        prefix = ".".join(parts[:i])
+        if OmegaConf.select(cfg, prefix, default=ABSENT) is ABSENT:
+            return prefix
+    return None
 
 
-def compose(config_path: str | Path | None = None, overrides: Iterable[str] = ()) -> DictConfig:
-    """Build the structured (typed) DictConfig from a YAML file and overrides."""
-    schema = OmegaConf.structured(Config)
-    cfg = OmegaConf.structured(Config)
-    parsed = _parse_overrides(overrides)
-    config_dir = Path(config_path).resolve().parent if config_path else None
-
-    body: dict = {}
-    if config_path is not None:
-        loaded = _read_yaml(Path(config_path))
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file '{config_path}' must hold a mapping of keys, got {type(loaded).__name__}")
-        body = dict(loaded)
-    choices = _defaults_choices(body.pop("defaults", []), config_path)
-
-    value_overrides = []
-    for ov in parsed:
-        is_group_choice = (
-            ov.key_or_group in GROUPS and not ov.is_delete() and isinstance(ov.value(), str)
-        )
-        if is_group_choice:
-            choices[ov.key_or_group] = ov.value()
-        else:
-            value_overrides.append(ov)
-
-    for group, name in choices.items():
-        preset = _load_preset(group, name, config_dir)
-        cfg = _merge(cfg, {group: preset}, f"preset '{group}={name}'", schema)
-    where = f"in '{config_path}'" if config_path else "defaults"
-    cfg = _merge(cfg, _resolve_relative_paths(body, config_dir), where, schema)
-    for ov in value_overrides:
-        cfg = _apply_value_override(cfg, ov, schema)
+def _delete(cfg: DictConfig, key: str, where: str) -> DictConfig:
+    if _first_absent(cfg, key) is not None:
+        raise ConfigError(f"cannot delete '{key}' ({where}): no such key")
+    parent_key, _, leaf = key.rpartition(".")
+    parent = OmegaConf.select(cfg, parent_key) if parent_key else cfg
+    default = OmegaConf.select(OmegaConf.structured(Config), key, default=ABSENT)
+    with open_dict(parent):
+        if default is ABSENT:  # a user-added key (a task, a weighting arg): remove it
+            del parent[leaf]
+        else:  # a schema key: back to its default
+            parent[leaf] = default
     return cfg
 
 
-def _defaults_choices(defaults: Any, config_path) -> dict[str, str]:
-    choices: dict[str, str] = {}
-    if not isinstance(defaults, list):
-        raise ConfigError(f"'defaults' in '{config_path}' must be a list such as [{{model: efficientnet_lite0}}]")
-    for item in defaults:
-        if item == "_self_":
-            continue
-        if not (isinstance(item, dict) and len(item) == 1):
-            raise ConfigError(f"bad 'defaults' entry {item!r} in '{config_path}': expected '{{group: preset}}' with group one of {', '.join(GROUPS)}")
-        (group, name), = item.items()
-        if group not in GROUPS:
-            raise ConfigError(f"unknown config group '{group}' in 'defaults' of '{config_path}'; groups: {', '.join(GROUPS)}")
-        choices[group] = str(name)
-    return choices
+def _check_absent_key(key: str, absent: str, where: str) -> None:
+    """`key=v` where `absent` (a prefix of key) does not exist yet: say how to add it, or that the
+    schema has no such key (with the closest one)."""
+    parent = absent.rpartition(".")[0]
+    if keys.schema_type(absent) is None or not keys.is_open(keys.schema_type(parent)):
+        raise keys.unknown_key_error(absent, where)
+    raise ConfigError(f"unknown config key '{key}' ({where}; use '+{key}=...' to add a new key)")
+
+
+def _apply_value_override(cfg: DictConfig, ov) -> DictConfig:
+    key, where = ov.key_or_group, f"command line '{ov.input_line}'"
+    if ov.is_delete():
+        return _delete(cfg, key, where)
+    absent = _first_absent(cfg, key)
+    nested = keys.coerce(key, ov.value(), where, add=absent is not None)  # a section or a list: its shape
+    adding = ov.is_add() or ov.is_force_add() or keys.is_free_form(key)
+    if ov.is_add() and absent is None:
+        raise ConfigError(f"cannot add '{key}' ({where}): it already exists; use '{key}=...' to change it")
+    if absent is not None and not adding:
+        _check_absent_key(key, absent, where)
+    if keys.schema_type(key) is None and not keys.is_free_form(key):
+        raise keys.unknown_key_error(key, where)
+    for part in reversed(key.split(".")):  # a.b=v -> {"a": {"b": v}}: merging validates against the schema
+        nested = {part: nested}
+    return _merge(cfg, nested, where, key)
+
+
+def _read_body(config_path: str | Path | None) -> dict:
+    if config_path is None:
+        return {}
+    loaded = _read_yaml(Path(config_path))
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file '{config_path}' must hold a mapping of keys, got {type(loaded).__name__}")
+    return dict(loaded)
+
+
+def _note(notes: list[str] | None, text: str | None) -> None:
+    if text is None:
+        return
+    if notes is None:
+        warnings.warn(text, UserWarning, stacklevel=4)
+    else:
+        notes.append(text)
+
+
+def compose(config_path: str | Path | None = None, overrides: Iterable[str] = (),
+            notes: list[str] | None = None) -> DictConfig:
+    """Build the structured (typed) DictConfig from a YAML file and overrides, in the precedence
+    of the module docstring. `notes` collects one line per file section a command-line preset
+    replaced (None: they are issued as warnings)."""
+    parsed = _parse_overrides(overrides)
+    config_dir = Path(config_path).resolve().parent if config_path else None
+    where = f"in '{config_path}'" if config_path else "defaults"
+    body = _read_body(config_path)
+    file_choices = presets.defaults_choices(body.pop("defaults", []), config_path)
+    body = keys.normalise(body, "", where)
+    cli_choices = {ov.key_or_group: ov.value() for ov in parsed if _is_group_choice(ov)}
+    values = [ov for ov in parsed if not _is_group_choice(ov)]
+
+    cfg = OmegaConf.structured(Config)
+    for group, name in {**file_choices, **cli_choices}.items():
+        preset = keys.normalise(presets.load_preset(group, name, config_dir, _read_yaml), f"{group}.",
+                                f"preset '{group}={name}'")
+        if group in cli_choices:
+            _note(notes, presets.replaced_section_note(group, name, body.pop(group, None)))
+        else:
+            presets.check_file_agrees(group, name, preset, body.get(group), config_path)
+        cfg = _merge(cfg, {group: preset}, f"preset '{group}={name}'")
+    cfg = _merge(cfg, _resolve_relative_paths(body, config_dir), where)
+    for ov in values:
+        cfg = _apply_value_override(cfg, ov)
+    return cfg
+
+
+def _is_group_choice(ov) -> bool:
+    return ov.key_or_group in GROUPS and not ov.is_delete() and isinstance(ov.value(), str)
 
 
 _PATH_KEYS = ("train_table", "val_table", "test_table", "root")
@@ -224,13 +222,17 @@ def _resolve_relative_paths(body: dict, config_dir: Path | None) -> dict:
     return out
 
 
-def load_config(config_path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
-    """Load, override and validate. Returns the typed `Config` dataclass."""
-    cfg = compose(config_path, overrides)
+def load_config(config_path: str | Path | None = None, overrides: Iterable[str] = (),
+                notes: list[str] | None = None) -> Config:
+    """Load, override and validate against the schema. Returns the typed `Config` dataclass.
+
+    The registries' checks (task types, backbones, weighting methods, trackers, devices, the
+    monitored metric) are `polyhead.engine.checks.check_config`; `load_checked_config` does both."""
+    cfg = compose(config_path, overrides, notes)
     try:
         obj = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:
-        raise _omegaconf_error(exc, f"in '{config_path}'" if config_path else "defaults", OmegaConf.structured(Config)) from None
+        raise _omegaconf_error(exc, f"in '{config_path}'" if config_path else "defaults") from None
     validate(obj)
     return obj
 
@@ -242,8 +244,7 @@ def to_yaml(config: Config) -> str:
 def from_yaml_text(text: str) -> Config:
     """Rebuild a saved (already resolved) config, e.g. a run folder's config.yaml."""
     body = yaml.safe_load(text) or {}
-    schema = OmegaConf.structured(Config)
-    cfg = _merge(OmegaConf.structured(Config), body, "saved config", schema)
+    cfg = _merge(OmegaConf.structured(Config), body, "saved config")
     return OmegaConf.to_object(cfg)
 
 

@@ -12,12 +12,10 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
-TASK_TYPES = ("multiclass", "binary", "multilabel")
-
 
 @dataclass
 class TaskConfig:
-    type: str = MISSING  # multiclass | binary | multilabel
+    type: str = MISSING  # multiclass | binary | multilabel (the task types of polyhead.tasks)
     column: Optional[str] = None  # label column in the table; defaults to the task name
     table: Optional[str] = None  # this task's own label table or image folder (rows label only this task); default: data.train_table
     classes: Optional[List[str]] = None  # class list; inferred from the training table when absent
@@ -57,7 +55,7 @@ class DataConfig:
     test_fraction: float = 0.0  # seeded random test split when no split column / test table
     stratify: Optional[str] = None  # task name to stratify the random split on
     folder_task: str = "label"  # task name for an image-folder tree
-    image_size: List[int] = field(default_factory=lambda: [224, 224])  # [H, W] (or [S])
+    image_size: List[int] = field(default_factory=lambda: [224, 224])  # [H, W], or [S] / S for S x S
     channels: int = 3  # 1 (grayscale) or 3 (RGB)
     mean: Optional[List[float]] = None  # normalisation mean per channel; default: the backbone's own
     std: Optional[List[float]] = None  # normalisation std per channel; default: the backbone's own
@@ -131,15 +129,15 @@ class TrainingConfig:
     epochs: int = 10  # maximum number of epochs
     seed: int = 42  # seeds weights, data order, augmentation and the random split
     weighting: str = "equal"  # loss-combination method, see `polyhead methods`
-    weighting_args: Dict[str, Any] = field(default_factory=dict)  # options of the weighting method
-    monitor: str = "val/loss"  # metric for best checkpoint and early stopping
+    weighting_args: Dict[str, Any] = field(default_factory=dict)  # options of the weighting method (`polyhead methods` lists them); set as training.weighting_args.<arg>=value, no "+" needed
+    monitor: str = "val/loss"  # metric for best checkpoint and early stopping: val/loss, train/loss, {val,train}/<task>/loss, val/<task>/<metric>, train/<task>/<main metric>
     monitor_mode: str = "auto"  # min | max | auto (min for losses, max otherwise)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # see below
     freeze_backbone_epochs: int = 0  # train heads only for N epochs, then unfreeze
     gradient_clip: Optional[float] = None  # clip the gradient norm to this value
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
-    accelerator: str = "auto"  # auto | cpu | gpu
-    devices: Any = "auto"  # Lightning devices: auto, a count, or a list of GPU ids
+    accelerator: str = "auto"  # auto | cpu | cuda (gpu is the same) | mps
+    devices: Any = "auto"  # auto or 1 (one device), or [N] to train on GPU N; multi-device training is not supported yet
     deterministic: bool = False  # deterministic kernels (slower; bit-identical reruns)
     cpu_threads: Optional[int] = None  # torch threads on a CPU (default: cores minus data.num_workers)
     channels_last: bool = True  # NHWC activations: much faster convolutions on CPUs and tensor cores

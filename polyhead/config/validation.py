@@ -1,25 +1,22 @@
-"""Checks on values that a type alone cannot express (ranges, names, cross-references).
+"""Checks on values that the schema alone can judge (ranges, fixed choices, cross-references
+between keys).
+
+Names that a registry owns (task types, backbones, weighting methods and their arguments,
+trackers, devices, the metrics `training.monitor` may name) are checked by that registry, through
+`polyhead.engine.checks.check_config`: this package imports none of them.
 
 Each failure is one `ConfigError` line: the key, the bad value, what is accepted.
 """
 
 from __future__ import annotations
 
-import difflib
-
-from polyhead.config.schema import TASK_TYPES, Config
-from polyhead.errors import ConfigError
+from polyhead.config.schema import Config
+from polyhead.errors import ConfigError, bad_value
+from polyhead.errors import one_of as _one_of
 
 
 def _fail(key: str, value, accepted: str) -> None:
-    raise ConfigError(f"bad value for config key '{key}': {value!r}; expected {accepted}")
-
-
-def _one_of(key: str, value, options) -> None:
-    if value not in options:
-        close = difflib.get_close_matches(str(value), [str(o) for o in options], n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise ConfigError(f"bad value for config key '{key}': {value!r}; expected one of {', '.join(map(str, options))}{hint}")
+    raise bad_value(key, value, accepted)
 
 
 def _positive(key: str, value, allow_zero: bool = False) -> None:
@@ -34,7 +31,6 @@ def validate_tasks(cfg: Config) -> None:
         raise ConfigError("no tasks defined: add a 'tasks:' mapping, e.g. tasks: {category: {type: multiclass}}")
     for name, task in cfg.tasks.items():
         prefix = f"tasks.{name}"
-        _one_of(f"{prefix}.type", task.type, TASK_TYPES)
         if task.classes is not None:
             if len(task.classes) == 0:
                 _fail(f"{prefix}.classes", task.classes, "a non-empty list")
@@ -125,26 +121,10 @@ def validate_data(cfg: Config) -> None:
 
 
 def validate_model(cfg: Config) -> None:
-    from polyhead.model.backbones import BACKBONES
-
     m = cfg.model
-    if m.backbone not in BACKBONES:
-        import timm
-
-        if not timm.is_model(m.backbone):
-            close = difflib.get_close_matches(m.backbone, list(BACKBONES) + timm.list_models(), n=3)
-            hint = f" Did you mean: {', '.join(close)}?" if close else ""
-            raise ConfigError(
-                f"unknown backbone 'model.backbone={m.backbone}': not a built-in ({', '.join(BACKBONES)}) "
-                f"nor a timm model.{hint} `python -c \"import timm; print(timm.list_models())\"` lists them all."
-            )
     _one_of("model.weights_key_map", m.weights_key_map, ("auto", "none", "ordered"))
     if m.branch_groups and not m.branch_point:
         raise ConfigError("model.branch_groups is set but model.branch_point is not; name the stage to branch at")
-    if m.branch_point:
-        from polyhead.model.branching import resolve_groups
-
-        resolve_groups(list(cfg.tasks), m.branch_groups)
     if not 0.0 <= m.drop_rate < 1.0:
         _fail("model.drop_rate", m.drop_rate, "a number in [0, 1)")
     if not 0.0 <= m.head.dropout < 1.0:
@@ -154,8 +134,6 @@ def validate_model(cfg: Config) -> None:
 
 
 def validate_training(cfg: Config) -> None:
-    from polyhead.weighting import WEIGHTINGS
-
     o, s, t = cfg.optimizer, cfg.scheduler, cfg.training
     _one_of("optimizer.name", o.name, ("adamw", "sgd"))
     _positive("optimizer.lr", o.lr)
@@ -167,30 +145,25 @@ def validate_training(cfg: Config) -> None:
         _fail("scheduler.factor", s.factor, "a number in (0, 1)")
     if t.epochs <= 0:
         _fail("training.epochs", t.epochs, "an integer > 0")
-    _one_of("training.weighting", t.weighting, sorted(WEIGHTINGS))
     _one_of("training.monitor_mode", t.monitor_mode, ("auto", "min", "max"))
     _one_of("training.precision", str(t.precision), ("auto", "32", "16-mixed", "bf16-mixed"))
-    _one_of("training.accelerator", t.accelerator, ("auto", "cpu", "gpu", "cuda", "mps"))
     _positive("training.freeze_backbone_epochs", t.freeze_backbone_epochs, allow_zero=True)
     _positive("training.gradient_clip", t.gradient_clip)
     _positive("training.early_stopping.patience", t.early_stopping.patience)
     _positive("training.limit_train_batches", t.limit_train_batches)
     _positive("training.limit_val_batches", t.limit_val_batches)
     _one_of("training.on_nonfinite_loss", t.on_nonfinite_loss, ("error", "skip"))
-    monitors_ok = t.monitor.startswith(("val/", "train/"))
-    if not monitors_ok:
-        _fail("training.monitor", t.monitor, "a logged metric such as 'val/loss' or 'val/<task>/accuracy'")
 
 
 def validate_tracking(cfg: Config) -> None:
-    from polyhead.tracking import tracker_names  # the registry (light: trackers import their library when used)
-
-    for i, name in enumerate(cfg.tracking.trackers):
-        _one_of(f"tracking.trackers[{i}]", name, tracker_names())
+    """Tracker names are the tracking registry's to check."""
     if len(set(cfg.tracking.trackers)) != len(cfg.tracking.trackers):
         _fail("tracking.trackers", cfg.tracking.trackers, "a list without duplicates")
     if not cfg.tracking.experiment.strip():
         _fail("tracking.experiment", cfg.tracking.experiment, "a non-empty name")
+
+
+def validate_report(cfg: Config) -> None:
     if cfg.report.worst_examples < 0:
         _fail("report.worst_examples", cfg.report.worst_examples, "an integer >= 0")
     if cfg.report.max_classes_annotated < 0:
@@ -198,11 +171,10 @@ def validate_tracking(cfg: Config) -> None:
 
 
 def validate(cfg: Config) -> None:
+    """The schema-level checks; the registries' checks follow in `polyhead.engine.checks`."""
     validate_tasks(cfg)
     validate_data(cfg)
     validate_model(cfg)
     validate_training(cfg)
     validate_tracking(cfg)
-    from polyhead.weighting import WEIGHTINGS
-
-    WEIGHTINGS[cfg.training.weighting].check_args(cfg.training.weighting_args, list(cfg.tasks))
+    validate_report(cfg)

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from polyhead.config.schema import Config
-from polyhead.config.validation import validate
+from polyhead.engine.checks import check_config
 from polyhead.data.module import image_size
 from polyhead.errors import PolyheadError
 
@@ -58,7 +58,7 @@ def single_task_config(cfg: Config, task: str) -> Config:
     t.weighting, t.weighting_args = "equal", {}
     if sub.data.stratify is not None and sub.data.stratify != task:
         sub.data.stratify = None
-    validate(sub)
+    check_config(sub)
     return sub
 
 
@@ -164,7 +164,7 @@ def compare(cfg: Config, console: Console | None = None, inference_iters: int = 
                             f"({', '.join(cfg.tasks) or 'none'}). Add tasks under 'tasks:' or use `polyhead train`")
     if inference_iters < 1:
         raise PolyheadError(f"--inference-iters must be >= 1, got {inference_iters}")
-    validate(cfg)
+    check_config(cfg)
     singles = {name: single_task_config(cfg, name) for name in cfg.tasks}  # config errors before any training
     folder = make_run_dir(cfg, name_hint)
     if _needs_shared_split(cfg):

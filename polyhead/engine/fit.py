@@ -36,10 +36,13 @@ from polyhead.config.schema import Config
 from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
 from polyhead.data.validation import check_before_training, write_skipped_rows
 from polyhead.engine.callbacks import EpochEnd, EpochHistory, EpochSeed
+from polyhead.engine.checks import check_config, check_monitor
 from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file, resume_epoch
+from polyhead.engine.devices import training_devices
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
+from polyhead.engine.resume import ConfiguredEarlyStopping, SaveConfigOnStart, check_resume
 from polyhead.engine.summary import metrics_table
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
@@ -146,6 +149,10 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     optimizer, scheduler, weighting method state, epoch counters, early stopping, history)
     and logs into the same tracker runs (`tracking.json`)."""
     console = console or Console()
+    check_config(cfg)  # every config problem, and a resume's refused changes, before any work
+    training_devices(cfg.training.accelerator, cfg.training.devices)  # this machine has them
+    if resume is not None:
+        check_resume(resume, cfg)
     trackers = _build_trackers(cfg)
     with tracked_run(trackers):  # a failure ends the tracker runs as FAILED
         result = _fit(cfg, trackers, console=console, name_hint=name_hint, resume=resume)
@@ -165,11 +172,13 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     splits = check_before_training(cfg, tasks, splits, console)  # data.validate, data.on_bad_image
     for name, task in tasks.items():  # write inferred classes into the saved config
         cfg.tasks[name].classes = list(task.classes)
+    check_monitor(cfg)  # again, now that the class counts are known (top-k accuracy needs k < classes)
     model, spec, prep = build_model_from_config(cfg, tasks)
     model.use_channels_last(cfg.training.channels_last)
     weighting = build_weighting(cfg.training.weighting, list(tasks), _weighting_args(cfg))
     run_dir, ckpt = (make_run_dir(cfg, name_hint), None) if resume is None else (run_dir, ckpt)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    if resume is None:  # a resume rewrites it once the checkpoint has loaded (SaveConfigOnStart)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
     write_skipped_rows(run_dir, splits)
     _print_data_summary(console, splits, run_dir)
@@ -183,7 +192,9 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor,
                              nonfinite=NonFiniteGuard(cfg.training.on_nonfinite_loss, splits.train))
     has_val = splits.val is not None and len(splits.val) > 0
-    trainer = _trainer(cfg, run_dir, has_val, console, (EpochMetrics(trackers),) if trackers else ())
+    extra = ((EpochMetrics(trackers),) if trackers else ()) + (
+        (SaveConfigOnStart(run_dir / "config.yaml", cfg),) if resume is not None else ())
+    trainer = _trainer(cfg, run_dir, has_val, console, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
     train = train_loader(splits.train, cfg)
@@ -238,8 +249,8 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
              save_on_train_epoch_end=True, enable_version_counter=False),
     ]
     if t.early_stopping.enabled:
-        callbacks.append(L.pytorch.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping.patience,
-                                                           min_delta=t.early_stopping.min_delta))
+        callbacks.append(ConfiguredEarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping.patience,
+                                                 min_delta=t.early_stopping.min_delta))
     if t.progress_bar:
         callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
     limits = {}
@@ -247,7 +258,8 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
         limits["limit_train_batches"] = int(t.limit_train_batches) if t.limit_train_batches >= 1 else t.limit_train_batches
     if t.limit_val_batches is not None:
         limits["limit_val_batches"] = int(t.limit_val_batches) if t.limit_val_batches >= 1 else t.limit_val_batches
-    return L.Trainer(max_epochs=t.epochs, accelerator=t.accelerator, devices=t.devices,
+    accelerator, devices = training_devices(t.accelerator, t.devices)
+    return L.Trainer(max_epochs=t.epochs, accelerator=accelerator, devices=devices,
                      precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
                      plugins=[AtomicCheckpointIO(run_dir)],  # atomic writes, weights_only loads
                      default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,

@@ -179,14 +179,15 @@ class TimmBackbone(nn.Module):
         return self.forward_features(x)
 
 
-def _check_timm_name(name: str) -> None:
-    if isinstance(name, str) and timm.is_model(name):
+def check_backbone(name: str) -> None:
+    """`model.backbone` is a built-in (the `BACKBONES` registry) or a timm model name."""
+    if name in BACKBONES or (isinstance(name, str) and timm.is_model(name)):
         return
-    close = difflib.get_close_matches(str(name), [*BACKBONES, *timm.list_models()], n=5, cutoff=0.6)
-    hint = f"did you mean {', '.join(close)}? " if close else ""
+    close = difflib.get_close_matches(str(name), [*BACKBONES, *timm.list_models()], n=3, cutoff=0.6)
+    hint = f" Did you mean: {', '.join(close)}?" if close else ""
     raise ConfigError(
-        f"model.backbone: unknown backbone {name!r}; {hint}"
-        f"built-ins: {', '.join(sorted(BACKBONES))}; timm.list_models() has the full list of timm names"
+        f"unknown backbone 'model.backbone={name}': not a built-in ({', '.join(sorted(BACKBONES))}) nor a timm "
+        f"model.{hint} `python -c \"import timm; print(timm.list_models())\"` lists them all."
     )
 
 
@@ -224,7 +225,7 @@ def build_backbone(
         options = dict(small_cnn or {}) if name == "small_cnn" else {}
         backbone = BACKBONES[name](in_chans=in_chans, drop_rate=drop_rate, **options)
     else:
-        _check_timm_name(name)
+        check_backbone(name)
         offline = offline_weights(name) if pretrained and weights is None else None
         offline_path = offline.locate() if offline is not None else None
         from_hub = pretrained and weights is None and offline_path is None

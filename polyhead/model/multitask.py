@@ -3,6 +3,7 @@
     image uint8 [B, C, H, W] (or float already in [0, 1])
       -> normalise with the model's own mean/std buffers
       -> backbone.forward_features -> features [B, F]
+         (with a branch point: the shared trunk's map [B, C, h, w], pooled by each branch)
       -> heads[task] -> logits [B, K_task]
 
 The model normalises its own input so that training, `predict`, the bundle and
@@ -47,7 +48,8 @@ class MultiTaskModel(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Shared representation [B, F]."""
+        """Shared representation: pooled features [B, F]; with a branch point the shared trunk's
+        map [B, C, h, w], which `forward_heads` passes through each branch before its heads."""
         return self.backbone.forward_features(self.normalize(x))
 
     def forward_heads(self, features: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from polyhead.tracking.base import TRACKERS, Tracker, Trackers, build_trackers, register_tracker, tracker_names
+from polyhead.tracking.base import (TRACKERS, Tracker, Trackers, build_trackers, check_trackers, register_tracker,
+                                    tracker_names)
 
 for _module in pkgutil.iter_modules(__path__):
     if not _module.name.startswith("_") and _module.name != "base":
         importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["TRACKERS", "Tracker", "Trackers", "build_trackers", "register_tracker", "tracker_names"]
+__all__ = ["TRACKERS", "Tracker", "Trackers", "build_trackers", "check_trackers", "register_tracker", "tracker_names"]

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from polyhead.errors import ConfigError, PolyheadError
+from polyhead.errors import PolyheadError, one_of
 
 TRACKERS: dict[str, type["Tracker"]] = {}
 STATUSES = ("FINISHED", "FAILED", "KILLED")
@@ -67,14 +67,19 @@ def tracker_names() -> list[str]:
     return sorted(TRACKERS)
 
 
+def check_trackers(names: list[str]) -> None:
+    """Every entry of `tracking.trackers` is a registered tracker."""
+    for i, name in enumerate(names):
+        one_of(f"tracking.trackers[{i}]", name, tracker_names())
+
+
 def build_trackers(names: list[str], *, experiment: str, output_dir: str | Path,
                    options: dict[str, dict[str, Any]] | None = None) -> "Trackers":
     """`names` from the registry, each built with `experiment`, `output_dir` (absolute) and its
     own `options[name]` (e.g. {"mlflow": {"uri": None, "log_model": True}})."""
+    check_trackers(names)
     trackers = []
-    for i, name in enumerate(names):
-        if name not in TRACKERS:
-            raise ConfigError(f"tracking.trackers[{i}]: unknown tracker '{name}'; accepted: {', '.join(tracker_names())}")
+    for name in names:
         kwargs = dict((options or {}).get(name, {}))
         trackers.append(TRACKERS[name](experiment=experiment, output_dir=Path(output_dir).expanduser().resolve(),
                                        **kwargs))

@@ -18,13 +18,15 @@ update uses it; the other methods ignore it and never call it).
 
 from __future__ import annotations
 
+import inspect
+import re
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar, Iterable
+from typing import Any, Callable, ClassVar, Iterable
 
 import torch
 from torch import nn
 
-from polyhead.errors import ConfigError
+from polyhead.errors import ConfigError, one_of
 
 
 @dataclass
@@ -63,6 +65,18 @@ class WeightingMethod(nn.Module):
             accepted = ", ".join(cls.arg_names) or "none"
             raise ConfigError(f"unknown training.weighting_args key(s) for '{cls.name}': {', '.join(sorted(unknown))}; "
                               f"accepted: {accepted}")
+
+    @classmethod
+    def describe(cls) -> dict[str, Any]:
+        """What `polyhead methods` shows: {"name", "requires", "summary" (the docstring's first
+        line), "paper" (the citation in the docstring, "" if none), "args": {arg: default}}."""
+        doc = inspect.getdoc(cls) or ""
+        text = " ".join(doc.split())
+        cited = re.search(r'([^."]*"[^"]+",\s*.+?\b(?:19|20)\d\d)\.(?:\s|$)', text)
+        defaults = {k: p.default for k, p in inspect.signature(cls.__init__).parameters.items()
+                    if k in cls.arg_names}
+        return {"name": cls.name, "requires": cls.requires, "summary": doc.split("\n")[0],
+                "paper": cited.group(1).strip() if cited else "", "args": defaults}
 
     def combine(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
@@ -119,10 +133,13 @@ def register_weighting(cls: type[WeightingMethod]) -> type[WeightingMethod]:
     return cls
 
 
+def check_weighting(name: str, args: dict, tasks: list[str]) -> None:
+    """`training.weighting` is a registered method and `training.weighting_args` are its arguments."""
+    one_of("training.weighting", name, sorted(WEIGHTINGS))
+    WEIGHTINGS[name].check_args(dict(args), tasks)
+
+
 def build_weighting(name: str, tasks: list[str], args: dict | None = None) -> WeightingMethod:
-    if name not in WEIGHTINGS:
-        raise ConfigError(f"unknown weighting method 'training.weighting={name}'; available: {', '.join(sorted(WEIGHTINGS))}")
-    cls = WEIGHTINGS[name]
     args = dict(args or {})
-    cls.check_args(args, tasks)
-    return cls(tasks, **args)
+    check_weighting(name, args, tasks)
+    return WEIGHTINGS[name](tasks, **args)

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import yaml
 from PIL import Image
 
 from conftest import make_dataset, write_config
@@ -366,6 +368,20 @@ CONFIG_CASES = {
     "config-binary-positive-not-a-class": (["tasks.red.classes=[yes,no]", "tasks.red.positive=maybe"],
                                            r"error: tasks\.red\.positive is 'maybe', which is not one of "
                                            r"tasks\.red\.classes: yes, no$"),
+    "config-section-as-value": (["training.early_stopping=true"], r"config key 'training\.early_stopping' is a section "
+                                r"\(keys: enabled, patience, min_delta\), not a value .*; set one of its keys, e\.g\. "
+                                r"training\.early_stopping\.enabled=true$"),
+    "config-task-as-value": (["tasks.quadrant=binary"], r"config key 'tasks\.quadrant' is a section .*e\.g\. "
+                                                        r"tasks\.quadrant\.type=binary$"),
+    "config-task-key-typo": (["tasks.quadrant.topk=2"], r"unknown config key 'tasks\.quadrant\.topk' .*; did you mean "
+                                                        r"'tasks\.quadrant\.top_k'\?"),
+    "config-unknown-weighting-arg": (["training.weighting=famo", "training.weighting_args.rate=0.1"],
+                                     r"unknown training\.weighting_args key\(s\) for 'famo': rate; accepted: lr, gamma$"),
+    "config-monitor-typo": (["training.monitor=val/quadrnt/accuracy"],
+                            r"'training\.monitor': 'val/quadrnt/accuracy'; expected one of val/loss, train/loss, .*"
+                            r"\(did you mean 'val/quadrant/accuracy'\?\)$"),
+    "config-multi-device": (["training.devices=2"], r"training\.devices=2: multi-device training is not supported "
+                                                    r"yet \(single device only\)"),
 }
 
 
@@ -392,6 +408,64 @@ def test_yaml_boolean_labels_train(corpus, tmp_path, capsys):
     val = corpus["base"][corpus["base"]["split"] == "val"]
     metrics = json.loads((tmp_path / "runs" / "yaml" / "metrics.json").read_text())
     assert metrics["val"]["red"]["positives"] == int((val["red"] == "yes").sum())
+
+
+def test_config_file_typo_reads_like_the_command_line(corpus, tmp_path, capsys):
+    """config-file-typo: `trainig:` in the YAML file gets the command line's did-you-mean."""
+    text = (corpus["folder"] / "config.yaml").read_text().replace("\ntraining:", "\ntrainig:")
+    (tmp_path / "typo.yaml").write_text(text.replace("labels.csv", str(corpus["folder"] / "labels.csv")))
+    line = user_error(capsys, ["train", tmp_path / "typo.yaml"], r"unknown config key 'trainig' \(in '.*typo\.yaml'\); "
+                                                                  r"did you mean 'training'\?")
+    cli_line = user_error(capsys, ["train", corpus["folder"] / "config.yaml", "trainig.epochs=1"], "trainig")
+    assert line.split("); ")[1] == cli_line.split("); ")[1]
+
+
+@pytest.mark.parametrize("case, overrides, check", [
+    ("config-image-size-int", ["data.image_size=16"], lambda c: c["data"]["image_size"] == [16]),
+    ("config-weighting-arg-no-plus", ["training.weighting=pcgrad", "training.weighting_args.mode=parameters"],
+     lambda c: c["training"]["weighting_args"] == {"mode": "parameters"}),
+])
+def test_config_shapes_accepted(corpus, capsys, case, overrides, check):
+    code, out, err = cli(capsys, "train", corpus["folder"] / "config.yaml", *overrides, "--print-config")
+    assert code == 0 and check(yaml.safe_load(out)), (case, err)
+
+
+def test_config_presets(corpus, tmp_path, capsys):
+    """config-preset-contradiction: the file's defaults list and its own section name two backbones;
+    config-preset-replaces-section: model=resnet18 on the command line wins over the file's section."""
+    text = (corpus["folder"] / "config.yaml").read_text().replace("labels.csv", str(corpus["folder"] / "labels.csv"))
+    (tmp_path / "c.yaml").write_text("defaults: [{model: resnet18}]\n" + text)
+    user_error(capsys, ["train", tmp_path / "c.yaml"], r"'model\.backbone: small_cnn' in '.*c\.yaml' contradicts "
+                                                       r"'model: resnet18' in its defaults list")
+    code, out, err = cli(capsys, "train", corpus["folder"] / "config.yaml", "model=resnet18", "--print-config")
+    assert code == 0 and yaml.safe_load(out)["model"]["backbone"] == "resnet18"
+    assert err.strip() == ("polyhead train: note: model=resnet18 on the command line replaces the config file's 'model' "
+                           "section; not used: model.backbone, model.small_cnn (set any of them after model=resnet18 "
+                           "to keep it)")
+
+
+def test_no_gpu(corpus, tmp_path, capsys, monkeypatch):
+    """config-accelerator-no-gpu and predict-device-no-gpu: one line, before any work."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    user_error(capsys, ["train", corpus["folder"] / "config.yaml", "training.accelerator=gpu",
+                        f"output_dir={tmp_path / 'runs'}"], r"training\.accelerator=gpu: no GPU found; use cpu or auto$")
+    assert not (tmp_path / "runs").exists()
+    user_error(capsys, ["predict", corpus["folder"], "--images", corpus["folder"] / "images", "--out",
+                        tmp_path / "p.csv", "--device", "gpu"], r"--device gpu: no GPU found; use cpu or auto$")
+
+
+def test_resume_with_a_changed_model(corpus, tmp_path, capsys):
+    """resume-changed-model: refused in one line; the run folder is left byte for byte as it was."""
+    cfg = _training_table(corpus, tmp_path, bad=False)
+    argv = ["train", cfg, "data.split_column=split", f"output_dir={tmp_path / 'runs'}", "run_name=r",
+            "tracking.enabled=false", "report.enabled=false"]
+    assert cli(capsys, *argv)[0] == 0
+    run = tmp_path / "runs" / "r"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    user_error(capsys, ["train", "--resume", run, "model.small_cnn.blocks=3"],
+               r"cannot resume '.*' with a changed model\.small_cnn\.blocks \(2 -> 3\): .*on resume only these may "
+               r"change: training\.epochs, ")
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
 
 
 def test_output_dir_not_writable(corpus, tmp_path, capsys):
@@ -608,7 +682,9 @@ CASE_IDS = [
     "output-dir-not-writable", "train-bad-images-error", "train-bad-images-skip", "skip-empties-split",
     "skip-leaves-task-unlabelled", "validate-off", "validate-data-exit-status", "config-yaml-boolean-labels",
     "predict-bad-image-skip", "predict-bad-image-error", "predict-no-image-column",
-    *EXPORT_CASES, "export-out-not-writable", "predict-onnx-not-exported",
+    *EXPORT_CASES, "export-out-not-writable", "predict-onnx-not-exported", "config-file-typo",
+    "config-image-size-int", "config-weighting-arg-no-plus", "config-preset-contradiction",
+    "config-preset-replaces-section", "config-accelerator-no-gpu", "predict-device-no-gpu", "resume-changed-model",
 ]
 
 

@@ -78,7 +78,7 @@ def test_clearml_offline_session(tmp_path, monkeypatch):
 
 def test_registry_and_errors(tmp_path, monkeypatch):
     assert {"mlflow", "tensorboard", "csv", "clearml"} <= set(TRACKERS)
-    with pytest.raises(PolyheadError, match=r"tracking.trackers\[0\]: unknown tracker 'nope'"):
+    with pytest.raises(PolyheadError, match=r"bad value for config key 'tracking.trackers\[0\]': 'nope'; expected one of clearml, csv"):
         build_trackers(["nope"], experiment="x", output_dir=tmp_path)
 
     @register_tracker("memory")
