@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import pandas as pd
 import pyarrow as pa
@@ -27,9 +27,11 @@ from polyhead.config.schema import Config
 from polyhead.data.dataset import MultiTaskDataset, encode_table, unlabelled_split
 from polyhead.data.tables import IMAGE, IMAGE_EXTENSIONS, read_table
 from polyhead.engine.evaluation import evaluate_model, predict_batches
-from polyhead.engine.fit import RunResult
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import Bundle, load_bundle
+
+if TYPE_CHECKING:  # Lightning loads with training, not with prediction
+    from polyhead.engine.fit import RunResult
 
 
 def fit(config: str | Path | Config, overrides: Sequence[str] = (), *, console: Console | None = None) -> RunResult:

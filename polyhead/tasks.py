@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional import classification as M
 
 from polyhead.config.schema import TaskConfig
 from polyhead.errors import ConfigError, DataError
@@ -44,6 +43,14 @@ def label_str(value: Any) -> str:
     if isinstance(value, (np.integer,)):
         return str(int(value))
     return str(value).strip()
+
+
+def _classification_metrics():
+    """torchmetrics' functional classification metrics, imported on first use: the package pulls in
+    torchvision and matplotlib, which `polyhead predict` never needs."""
+    from torchmetrics.functional import classification
+
+    return classification
 
 
 def _where(table: str, row: Any, column: str) -> str:
@@ -183,6 +190,7 @@ class MulticlassTask(Task):
         }
 
     def metrics(self, probs, targets):
+        M = _classification_metrics()
         c, n = self.num_outputs, int(targets.numel())
         out: dict[str, Any] = {"n": n}
         if n == 0:
@@ -266,6 +274,7 @@ class BinaryTask(Task):
                 f"{self.name}_prob": p.tolist()}
 
     def metrics(self, probs, targets):
+        M = _classification_metrics()
         n = int(targets.numel())
         out: dict[str, Any] = {"n": n, "positives": int(targets.sum().item()) if n else 0}
         if n == 0:
@@ -362,6 +371,7 @@ class MultilabelTask(Task):
         return cols
 
     def metrics(self, probs, targets):
+        M = _classification_metrics()
         n, k = int(targets.shape[0]), len(self.classes)
         out: dict[str, Any] = {"n": n}
         if n == 0:

@@ -26,11 +26,7 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from polyhead.config.loading import load_config, to_yaml
-    from polyhead.engine.fit import fit
-
     from polyhead.errors import ConfigError
 
     overrides = list(args.overrides)
@@ -48,5 +44,9 @@ def run(args) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    from rich.console import Console
+
+    from polyhead.engine.fit import fit  # torch and Lightning: only once there is something to train
+
     fit(cfg, console=Console(), name_hint=config_path.stem, resume=args.resume)
     return 0

@@ -20,7 +20,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Callable
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -165,6 +164,8 @@ class TimmBackbone(nn.Module):
         super().__init__()
         self.name = name
         self.in_chans = in_chans
+        import timm  # heavy (torchvision, dynamo): imported when a timm backbone is built, not for the registry
+
         self.model = timm.create_model(
             name, pretrained=pretrained, num_classes=0, in_chans=in_chans, drop_rate=drop_rate
         )
@@ -180,6 +181,8 @@ class TimmBackbone(nn.Module):
 
 
 def _check_timm_name(name: str) -> None:
+    import timm
+
     if isinstance(name, str) and timm.is_model(name):
         return
     close = difflib.get_close_matches(str(name), [*BACKBONES, *timm.list_models()], n=5, cutoff=0.6)
