@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from polyhead.engine.checkpoint_io import disk_full_guard
+from polyhead.engine.progress import epoch_number
 
 
 class EpochEnd(L.Callback):
@@ -38,7 +39,8 @@ class EpochSeed(L.Callback):
 
 
 class EpochHistory(L.Callback):
-    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight."""
+    """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight.
+    Its `epoch` column counts from 1, as every epoch shown to users; `step` is the optimizer steps so far."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -47,7 +49,7 @@ class EpochHistory(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row = {"epoch": epoch_number(trainer.current_epoch), "step": trainer.global_step}
         for key, value in sorted(trainer.callback_metrics.items()):
             try:
                 row[key] = float(value)
