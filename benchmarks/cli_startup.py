@@ -1,8 +1,9 @@
-"""Start-up cost of the command line: wall time of `polyhead train CONFIG --print-config` and of
-`polyhead predict --help`, each a fresh Python process, plus which heavy libraries each one imported.
+"""Start-up cost of the command line: wall time of `polyhead train CONFIG --print-config` and, given a
+run folder and a few images, of a whole `polyhead predict`, each a fresh Python process, plus which
+heavy libraries each one imported.
 
     python benchmarks/cli_startup.py                         # configs/fashion_mnist.yaml, 5 runs each
-    python benchmarks/cli_startup.py --config my.yaml --repeats 9
+    python benchmarks/cli_startup.py --config my.yaml --repeats 9 --run runs/my-run --images photos/
 
 Prints one line per command (median and every run, in seconds), then one JSON object on the
 last line: {"python": ..., "repeats": n, "commands": {name: {"median_s", "runs_s", "heavy_imported"}}}.
@@ -17,6 +18,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,9 +46,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "configs" / "fashion_mnist.yaml"))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--run", help="a run folder for the predict timing (skipped without it)")
+    parser.add_argument("--images", help="a (small) folder of images for the predict timing")
     args = parser.parse_args()
-    commands = {"train --print-config": ["train", args.config, "--print-config"],
-                "predict --help": ["predict", "--help"]}
+    commands = {"train --print-config": ["train", args.config, "--print-config"]}
+    if args.run and args.images:
+        out = Path(tempfile.mkdtemp()) / "predictions.csv"
+        commands["predict"] = ["predict", args.run, "--images", args.images, "--out", str(out), "--num-workers", "0"]
     result = {"python": platform.python_version(), "repeats": args.repeats, "commands": {}}
     for name, argv in commands.items():
         found = result["commands"][name] = time_command(argv, args.repeats)
