@@ -221,9 +221,9 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
 
 
 def live_progress(cfg: Config, console: Console) -> bool:
-    """Live progress bars only on a terminal (and with training.progress_bar); a log file gets one
-    plain line per epoch instead (polyhead.engine.progress)."""
-    return bool(cfg.training.progress_bar and console.is_terminal)
+    """Live progress bars only where they can redraw (an interactive terminal or a notebook) and with
+    training.progress_bar; a log file gets one plain line per epoch instead (polyhead.engine.progress)."""
+    return bool(cfg.training.progress_bar and (console.is_interactive or console.is_jupyter))
 
 
 def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console, tasks: dict[str, Task],

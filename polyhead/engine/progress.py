@@ -1,8 +1,8 @@
 """What `polyhead train` shows while it trains.
 
-On a terminal (with `training.progress_bar`): Lightning's live Rich bar, its epochs counted from 1
-("Epoch 1/3 ... Epoch 3/3"). Anywhere else (stdout is a log file, `nohup`, CI) or with
-`training.progress_bar=false`: one plain line per epoch, flushed at once, e.g.
+On an interactive terminal or in a notebook (with `training.progress_bar`): Lightning's live Rich
+bar, its epochs counted from 1 ("Epoch 1/3 ... Epoch 3/3"). Anywhere else (stdout is a log file,
+`nohup`, CI) or with `training.progress_bar=false`: one plain line per epoch, flushed at once, e.g.
 
     epoch 2/10 | 12.4 s | 1030 img/s | train/loss 0.512 | val/loss 0.601 | val/quadrant/accuracy 0.812 | val/red/f1 0.700 | ETA 1m39s
 

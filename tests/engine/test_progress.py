@@ -17,7 +17,7 @@ from polyhead.tasks import build_tasks
 def _build(tmp_path, *, terminal: bool, progress_bar: bool = True, epochs: int = 1):
     write_config(tmp_path / "config.yaml", "labels.csv", epochs=epochs)
     cfg = load_config(tmp_path / "config.yaml", [f"training.progress_bar={progress_bar}"])
-    console = Console(file=io.StringIO(), force_terminal=terminal)
+    console = Console(file=io.StringIO(), force_terminal=terminal, force_interactive=terminal, force_jupyter=False)
     return _trainer(cfg, tmp_path, True, console, build_tasks(cfg.tasks))
 
 
