@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import pandas as pd
 import torch
@@ -26,10 +26,12 @@ from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, encode_table, 
 from polyhead.data.tables import IMAGE_EXTENSIONS, read_table
 from polyhead.engine.devices import resolve_device
 from polyhead.engine.evaluation import evaluate_model, predict_batches
-from polyhead.engine.fit import RunResult
 from polyhead.engine.predictions import ERROR, output_format, prediction_frame, write_predictions
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import Bundle, load_bundle
+
+if TYPE_CHECKING:  # Lightning loads with training, not with prediction
+    from polyhead.engine.fit import RunResult
 
 
 def fit(config: str | Path | Config, overrides: Sequence[str] = (), *, console: Console | None = None) -> RunResult:

@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torchmetrics.functional import classification as M
 
 from polyhead.config.schema import TaskConfig
 from polyhead.errors import ConfigError, DataError, one_of
@@ -44,6 +43,14 @@ def label_str(value: Any) -> str:
     if isinstance(value, (np.integer,)):
         return str(int(value))
     return str(value).strip()
+
+
+def _classification_metrics():
+    """torchmetrics' functional classification metrics, imported on first use: the package pulls in
+    torchvision and matplotlib, which `polyhead predict` never needs."""
+    from torchmetrics.functional import classification
+
+    return classification
 
 
 def _where(table: str, row: Any, column: str) -> str:
@@ -200,6 +207,7 @@ class MulticlassTask(Task):
                 f"{self.name}_top{k}_prob": "float_list"}
 
     def metrics(self, probs, targets):
+        M = _classification_metrics()
         c, n = self.num_outputs, int(targets.numel())
         out: dict[str, Any] = {"n": n}
         if n == 0:
@@ -315,6 +323,7 @@ class BinaryTask(Task):
         return {self.name: "string", f"{self.name}_prob": "float"}
 
     def metrics(self, probs, targets):
+        M = _classification_metrics()
         n = int(targets.numel())
         out: dict[str, Any] = {"n": n, "positives": int(targets.sum().item()) if n else 0}
         if n == 0:
@@ -436,6 +445,7 @@ class MultilabelTask(Task):
 
         macro_f1 averages per-label F1 over the labels that occur in `targets` or are predicted
         (None when no label does); mAP averages AP over the labels with a positive and a negative row."""
+        M = _classification_metrics()
         n, k = int(targets.shape[0]), len(self.classes)
         out: dict[str, Any] = {"n": n}
         if n == 0:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import sys
 
+import pandas as pd
 import pytest
 
+from conftest import make_dataset, write_config
 from polyhead.cli.main import main
 
 
@@ -82,3 +86,93 @@ def test_evaluate_names_tasks_it_cannot_score(dataset, capsys):
     assert main(["evaluate", str(dataset / "runs" / "r"), "--table", str(dataset / "partial.csv"),
                  "--num-workers", "0"]) == 0
     assert "not scored: red (no column 'red')" in capsys.readouterr().out
+
+
+# ---- flags anywhere after the verb -------------------------------------------------------------
+def test_flags_between_config_and_overrides(dataset):
+    """`train my.yaml --print-config KEY=VALUE` and docs/compare.md's `compare my.yaml --inference-iters 50
+    KEY=VALUE`: the flag is read as a flag and the override after it as an override."""
+    proc = run_cli("train", dataset / "config.yaml", "--print-config", "training.epochs=3", "optimizer.lr=0.5")
+    assert proc.returncode == 0, proc.stderr
+    assert "  epochs: 3\n" in proc.stdout and "  lr: 0.5\n" in proc.stdout
+    # an override the config rejects proves it reached the config, past the flag and its value
+    proc = run_cli("compare", dataset / "config.yaml", "--inference-iters", "50", "training.epochs=abc")
+    assert proc.returncode == 2 and "unrecognized arguments" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        "polyhead compare: error: bad value for config key 'training.epochs' (command line 'training.epochs=abc'): "
+        "Value 'abc' of type 'str' could not be converted to Integer"]
+
+
+# ---- a whole `train` run with stdout piped (a log file, nohup, CI) ----------------------------------
+@pytest.fixture(scope="module")
+def piped_run(tmp_path_factory):
+    """`polyhead train` for 2 epochs, stdout a pipe, progress bars on (the default): (run folder, stdout)."""
+    folder = tmp_path_factory.mktemp("piped")
+    make_dataset(folder, n=40).to_csv(folder / "labels.csv", index=False)
+    write_config(folder / "config.yaml", "labels.csv", epochs=2)
+    proc = run_cli("train", folder / "config.yaml", "training.progress_bar=true", "run_name=r",
+                   "tracking.enabled=false", "report.enabled=false", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    return folder / "runs" / "r", proc.stdout
+
+
+EPOCH_LINE = re.compile(r"epoch (?P<epoch>\d+)/2 \| \d+\.\d s \| \d+ img/s \| (?P<values>.*?)(?: \| ETA (?P<eta>.+))?")
+
+
+def test_piped_train_prints_one_line_per_epoch(piped_run):
+    """Between the model table and the final metrics: one line per epoch with its number, time, images/s,
+    train and val loss, each task's main metric (validation) and, but for the last, the time left."""
+    run, out = piped_run
+    lines = out.splitlines()
+    epoch_lines = [i for i, line in enumerate(lines) if line.startswith("epoch ")]
+    model_table_end = next(i for i, line in enumerate(lines) if line.startswith("└"))
+    final_metrics = next(i for i, line in enumerate(lines) if line.startswith("val metrics"))
+    assert len(epoch_lines) == 2 and model_table_end < epoch_lines[0] < epoch_lines[1] < final_metrics, out
+    history = pd.read_csv(run / "history.csv")
+    for i, (_, row) in zip(epoch_lines, history.iterrows()):
+        m = EPOCH_LINE.fullmatch(lines[i])
+        assert m and int(m["epoch"]) == row["epoch"], lines[i]
+        values = dict(part.rsplit(" ", 1) for part in m["values"].split(" | "))
+        assert list(values) == ["train/loss", "val/loss", "val/quadrant/accuracy", "val/red/f1", "val/tags/micro_f1"]
+        for key, text in values.items():
+            assert float(text) == pytest.approx(row[key], abs=1e-3), key
+        assert (m["eta"] is None) == (row["epoch"] == 2)
+
+
+def test_epochs_count_from_one(piped_run):
+    """history.csv and the messages count epochs from 1, as the plots do."""
+    run, out = piped_run
+    history = pd.read_csv(run / "history.csv")
+    assert history["epoch"].tolist() == [1, 2]
+    best = int(history.loc[history["val/loss"].idxmin(), "epoch"])  # training.monitor: val/loss, min
+    assert f"restored the best checkpoint (epoch {best})" in out.splitlines()
+
+
+# ---- start-up: each verb imports what it needs ------------------------------------------------------
+TRAINING_ONLY = ("lightning", "mlflow", "matplotlib", "timm", "torchmetrics", "torchvision", "tensorboard")
+
+
+def imported_by(*argv, cwd=None) -> set[str]:
+    """Top-level packages imported by running the CLI with `argv` in a fresh interpreter."""
+    code = ("import json, sys\nfrom polyhead.cli.main import main\nrc = main(sys.argv[1:])\n"
+            "print(json.dumps({'rc': rc, 'modules': sorted({m.split('.')[0] for m in sys.modules})}))")
+    proc = subprocess.run([sys.executable, "-c", code, *map(str, argv)], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["rc"] == 0, proc.stderr
+    return set(result["modules"])
+
+
+def test_print_config_imports_no_training_libraries(dataset):
+    modules = imported_by("train", dataset / "config.yaml", "--print-config")
+    assert "omegaconf" in modules  # the probe sees what it should
+    assert not modules & {*TRAINING_ONLY, "pandas"}, sorted(modules & {*TRAINING_ONLY, "pandas"})
+
+
+def test_predict_imports_no_training_libraries(piped_run, tmp_path):
+    run, _ = piped_run
+    modules = imported_by("predict", run, "--images", run.parent.parent / "images", "--out", tmp_path / "p.csv",
+                          "--num-workers", "0")
+    assert "torch" in modules and len(pd.read_csv(tmp_path / "p.csv")) == 40
+    assert not modules & set(TRAINING_ONLY), sorted(modules & set(TRAINING_ONLY))

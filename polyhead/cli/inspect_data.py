@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 HELP = """Look at the data before training: builds the tasks and the train/val/test splits
-exactly as `polyhead train` does, then writes sample grids (raw and augmented), a label
-distribution chart and data_report.json, and warns about imbalance, tiny classes and
-missing labels. The output folder is printed at the end."""
+exactly as `polyhead train` does, checks their images as train does (data.validate: missing,
+empty, truncated or unreadable images stop it with data.on_bad_image=error, or their rows are
+left out with skip; duplicated rows and a train/val leak are warned), then writes sample grids
+(raw and augmented), a label distribution chart and data_report.json, and warns about
+imbalance, tiny classes and missing labels. The output folder is printed at the end."""
 
 
 def add_parser(sub) -> None:
@@ -37,6 +39,7 @@ def run(args) -> int:
     from polyhead.cli.common import load_verb_config
     from polyhead.data.module import build_splits, image_size
     from polyhead.data.transforms import build_train_transform
+    from polyhead.data.validation import check_before_training
     from polyhead.errors import ConfigError
     from polyhead.reports.data_inspection import inspect_splits
     from polyhead.tasks import build_tasks
@@ -48,6 +51,7 @@ def run(args) -> int:
     console = Console()
     tasks = build_tasks(cfg.tasks)
     splits = build_splits(cfg, tasks, console)
+    splits = check_before_training(cfg, tasks, splits, console)  # train's image check and data.on_bad_image
     d = cfg.data
     size = image_size(d)
     out = Path(args.out) if args.out else (
@@ -59,14 +63,16 @@ def run(args) -> int:
     result = inspect_splits({"train": splits.train, "val": splits.val, "test": splits.test}, tasks, out,
                             channels=d.channels, size=size, transform=build_train_transform(d.augment, size, d.channels),
                             augment=augment_text(d.augment), samples=args.samples, draws=args.draws,
-                            seed=cfg.training.seed)
+                            seed=cfg.training.seed, skipped_rows=splits.skipped_rows,
+                            validation_warnings=splits.warnings)
     for split, per_task in result.report["splits"].items():
         labelled = ", ".join(f"{t} {c['labelled']}" for t, c in per_task.items())
         rows = next(iter(per_task.values()))["rows"]
-        console.print(f"{split}: {rows} rows (labelled per task: {labelled})")
+        console.print(f"{split}: {rows} rows (labelled per task: {labelled})", soft_wrap=True)
     for text in result.warnings:
-        console.print(f"[yellow]warning: {escape(text)}[/]")
-    if not result.warnings:
+        console.print(f"[yellow]warning: {escape(text)}[/]", soft_wrap=True)
+    if not result.warnings and not splits.warnings:  # the data.validate warnings were printed above
         console.print("no warnings")
-    console.print(f"written: samples.png, samples_augmented.png, label_distribution.png, data_report.json in [bold]{out}[/]")
+    console.print(f"written: samples.png, samples_augmented.png, label_distribution.png, data_report.json in "
+                  f"[bold]{escape(str(out))}[/]", soft_wrap=True)  # a path to copy: never wrapped
     return 0

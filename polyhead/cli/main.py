@@ -17,6 +17,7 @@ VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser; each verb's parser is `verb_parsers(parser)[verb]`."""
     import importlib
 
     parser = argparse.ArgumentParser(prog="polyhead", description="Multi-task image classification: "
@@ -27,6 +28,29 @@ def build_parser() -> argparse.ArgumentParser:
     for verb in VERBS:
         importlib.import_module(f"polyhead.cli.{verb.replace('-', '_')}").add_parser(sub)
     return parser
+
+
+def verb_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    """{verb: its parser}, from the parser `build_parser` made."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(sub.choices)
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
+    """Flags may stand anywhere after the verb, between or after the positionals
+    (`polyhead train my.yaml --print-config a.b=1`): the verb's own parser reads its arguments
+    intermixed, so a mistake prints that verb's usage. Before the verb only --help and --version."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    verbs = verb_parsers(parser)
+    if not argv or argv[0] not in verbs:  # --help, --version, no verb or an unknown one: the top level says
+        return parser.parse_args(argv)
+    verb, rest = argv[0], argv[1:]
+    try:
+        args = verbs[verb].parse_intermixed_args(rest)
+    except TypeError:  # a parser argparse cannot read intermixed (nargs=REMAINDER): flags in the usual places
+        args = verbs[verb].parse_args(rest)
+    args.verb = verb
+    return args
 
 
 def _one_line(exc: BaseException) -> str:
@@ -47,8 +71,7 @@ def default_cpu_threads() -> None:
 def main(argv: list[str] | None = None) -> int:
     if "torch" not in sys.modules:
         default_cpu_threads()
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(build_parser(), argv)
     from polyhead.errors import PolyheadError
 
     try:

@@ -26,11 +26,8 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from pathlib import Path
 
-    from rich.console import Console
-
     from polyhead.cli.common import load_verb_config
     from polyhead.config.loading import to_yaml
-    from polyhead.engine.fit import fit
     from polyhead.engine.resume import check_resume
     from polyhead.errors import ConfigError
 
@@ -51,5 +48,9 @@ def run(args) -> int:
     if args.print_config:
         print(to_yaml(cfg), end="")
         return 0
+    from rich.console import Console
+
+    from polyhead.engine.fit import fit  # torch and Lightning: only once there is something to train
+
     fit(cfg, console=Console(), name_hint=config_path.stem, resume=args.resume)
     return 0

@@ -143,7 +143,7 @@ class TrainingConfig:
     channels_last: bool = True  # NHWC activations: much faster convolutions on CPUs and tensor cores
     limit_train_batches: Optional[float] = None  # for smoke runs: a fraction or a count
     limit_val_batches: Optional[float] = None  # for smoke runs: a fraction or a count
-    progress_bar: bool = True  # show progress bars
+    progress_bar: bool = True  # live progress bars on a terminal; false, or stdout not a terminal: one plain line per epoch
     on_nonfinite_loss: str = "error"  # a NaN or infinite task loss: error (stop, naming task, step and rows) | skip (drop that batch's update)
 
 

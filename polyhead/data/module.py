@@ -9,12 +9,13 @@ from dataclasses import dataclass, field
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from polyhead.config.schema import Config, DataConfig
 from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, concat_splits, encode_table
 from polyhead.data.sampling import SourceSampler
-from polyhead.data.tables import LabelTable, check_columns, random_split, read_table, split_by_column
+from polyhead.data.tables import LabelTable, check_columns, quoted, random_split, read_table, split_by_column
 from polyhead.data.transforms import build_train_transform
 from polyhead.errors import DataError
 from polyhead.tasks import Task, is_missing, label_str
@@ -32,6 +33,7 @@ class DataSplits:
     test: EncodedSplit | None
     skipped: dict[str, int] | None = None  # rows dropped per split for a bad image (data.on_bad_image=skip)
     skipped_rows: list[dict] = field(default_factory=list)  # skipped_rows.csv: split, table, row, image, reason
+    warnings: list[str] = field(default_factory=list)  # data.validate's table warnings (duplicate, leak, ...), one line each
 
     def summary(self) -> dict:
         out = {}
@@ -53,9 +55,11 @@ class Source:
     main: bool  # data.train_table (with data.val_table / data.test_table), else a tasks.<name>.table
 
 
-def _read(cfg: Config, path: str, folder_task: str | None = None) -> LabelTable:
+def _read(cfg: Config, path: str, key: str, folder_task: str | None = None) -> LabelTable:
+    """The table at `path`, named by the config key `key` (data.train_table, tasks.<name>.table, ...)."""
     d = cfg.data
-    return read_table(path, image_column=d.image_column, root=d.root, folder_task=folder_task or d.folder_task)
+    return read_table(path, image_column=d.image_column, root=d.root, folder_task=folder_task or d.folder_task,
+                      key=key)
 
 
 def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: list[str] | None = None,
@@ -68,7 +72,7 @@ def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: l
         idx = split_by_column(table, d.split_column)
         parts = {k: (table.subset(v, k) if len(v) else None) for k, v in idx.items()}
         if parts["train"] is None:
-            raise DataError(f"split column '{d.split_column}' of '{table.source}' marks no row as 'train'")
+            raise DataError(f"split column '{d.split_column}' of {quoted(table.source)} marks no row as 'train'")
     else:
         fractions = {}
         if (d.val_table is None or not main) and d.val_fraction > 0:
@@ -86,9 +90,9 @@ def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: l
         parts.setdefault("val", None)
         parts.setdefault("test", None)
     if main and d.val_table:
-        parts["val"] = _read(cfg, d.val_table)
+        parts["val"] = _read(cfg, d.val_table, "data.val_table")
     if main and d.test_table:
-        parts["test"] = _read(cfg, d.test_table)
+        parts["test"] = _read(cfg, d.test_table, "data.test_table")
     return parts
 
 
@@ -103,14 +107,16 @@ def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> li
     if shared:
         if not cfg.data.train_table:
             raise DataError(f"task(s) {', '.join(shared)} have no table: set data.train_table or tasks.<name>.table")
-        table = _read(cfg, cfg.data.train_table)
+        table = _read(cfg, cfg.data.train_table, "data.train_table")
         check_columns(table, {n: tasks[n].column for n in shared})
         sources.append(Source(table, shared, main=True))
     elif cfg.data.train_table and console is not None:
-        console.print(f"data.train_table '{cfg.data.train_table}' is not used: every task has its own table")
+        console.print(f"data.train_table {escape(quoted(cfg.data.train_table))} is not used: every task has its own table",
+                      soft_wrap=True)
     for path, names in own.items():
         # an image folder's class names label its (single) task
-        table = _read(cfg, path, folder_task=tasks[names[0]].column if len(names) == 1 else None)
+        table = _read(cfg, path, f"tasks.{names[0]}.table",
+                      folder_task=tasks[names[0]].column if len(names) == 1 else None)
         check_columns(table, {n: tasks[n].column for n in names})
         sources.append(Source(table, names, main=False))
     return sources
@@ -131,10 +137,11 @@ def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = 
             task = tasks[name]
             if task.fit_classes(train.frame[task.column], train.source) and console is not None:
                 shown = ", ".join(task.classes[:30]) + (" ..." if len(task.classes) > 30 else "")
-                where = "the training table" if len(sources) == 1 else f"'{train.source}'"
-                console.print(f"[bold]{name}[/] ({task.type}): {len(task.classes)} classes inferred from {where}: {shown}")
+                where = "the training table" if len(sources) == 1 else quoted(train.source)
+                console.print(f"[bold]{name}[/] ({task.type}): {len(task.classes)} classes inferred from {escape(where)}: "
+                              f"{escape(shown)}", soft_wrap=True)
             if task.type == "multiclass" and task.num_outputs < 2:
-                raise DataError(f"task '{name}' has a single class ({task.classes[0]!r}) in '{train.source}'; "
+                raise DataError(f"task '{name}' has a single class ({task.classes[0]!r}) in {quoted(train.source)}; "
                                 f"a multiclass task needs at least two (declare them in tasks.{name}.classes)")
     encoded: dict[str, EncodedSplit | None] = {}
     for split in ("train", "val", "test"):
@@ -144,7 +151,7 @@ def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = 
     train_sources = {n: part["train"].source for source, part in zip(sources, parts) for n in source.tasks}
     for name, count in encoded["train"].labelled().items():
         if count == 0:
-            raise DataError(f"task '{name}' has no labelled row in the training split of '{train_sources[name]}'")
+            raise DataError(f"task '{name}' has no labelled row in the training split ({quoted(train_sources[name])})")
     return DataSplits(encoded["train"], encoded["val"], encoded["test"])
 
 

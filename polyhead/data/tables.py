@@ -39,6 +39,28 @@ class LabelTable:
         return LabelTable(self.frame.iloc[rows], f"{self.source} [{name}]")
 
 
+def quoted(source: str) -> str:
+    """A table for messages, the quotes around its path only: "/x/a.csv [train]" -> "'/x/a.csv' [train]"
+    (a `LabelTable.subset` source), "/x/a.csv" -> "'/x/a.csv'"."""
+    path, sep, split = source.rpartition(" [")
+    if sep and split.endswith("]") and split[:-1] in ("train", "val", "test"):
+        return f"'{path}' [{split}"
+    return f"'{source}'"
+
+
+def table_not_found(path: Path, key: str | None = None) -> DataError:
+    """"table not found: '<absolute path tried>' (<where the path came from>)". `key`: the config key
+    (data.train_table) or flag (--table) that named `path`, as given."""
+    tried = path.expanduser().absolute()
+    if key is None:
+        return DataError(f"table not found: '{tried}'")
+    shown = f"{key} {path}" if key.startswith("-") else f"{key}={path}"
+    if not path.expanduser().is_absolute():  # a config file's paths were made absolute from its folder
+        return DataError(f"table not found: '{tried}' ({shown} is relative to the working directory '{Path.cwd()}')")
+    origin = "" if key.startswith("-") else "; a relative path in a config file is read from the config file's folder"
+    return DataError(f"table not found: '{tried}' ({key}{origin})")
+
+
 def _sniff_separator(path: Path) -> str:
     with open(path, encoding="utf-8-sig", errors="replace") as fh:
         header = fh.readline()
@@ -60,7 +82,7 @@ def _read_file(path: Path) -> pd.DataFrame:
             return pd.read_parquet(path)
         return pd.read_json(path, lines=path.suffix.lower() != ".json" or _looks_like_jsonl(path), dtype=False)
     except FileNotFoundError:
-        raise DataError(f"table not found: '{path}'") from None
+        raise table_not_found(path) from None
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(f"cannot read table '{path}' as {fmt}: {first}") from None
@@ -87,14 +109,17 @@ def read_image_folder(root: Path, task: str) -> pd.DataFrame:
 
 
 def read_table(path: str | Path, *, image_column: str = "image", root: str | Path | None = None,
-               folder_task: str = "label", image_column_from: str = "data.image_column") -> LabelTable:
+               folder_task: str = "label", image_column_from: str = "data.image_column",
+               key: str | None = None) -> LabelTable:
     """Read a table or image folder. Image paths resolve against `root`, else the table's folder.
-    `image_column_from` says where the image column is set (shown when the table lacks it)."""
-    path = Path(path).expanduser()
+    `image_column_from` says where the image column is set (shown when the table lacks it); `key`:
+    the config key or flag that named the table, for the message when it is not found."""
+    given = Path(path)
+    path = given.expanduser()
     if path.is_dir():
         frame = read_image_folder(path, folder_task)
     elif not path.exists():
-        raise DataError(f"table not found: '{path}'")
+        raise table_not_found(given, key)
     else:
         frame = _read_file(path)
         if image_column not in frame.columns:
@@ -121,14 +146,14 @@ def check_columns(table: LabelTable, columns: dict[str, str]) -> None:
     for task, col in columns.items():
         if col not in table.frame.columns:
             have = [c for c in table.frame.columns if c != IMAGE]
-            raise DataError(f"table '{table.source}' has no column '{col}' for task '{task}' "
+            raise DataError(f"table {quoted(table.source)} has no column '{col}' for task '{task}' "
                             f"(set tasks.{task}.column); columns: {', '.join(map(str, have))}")
 
 
 def split_by_column(table: LabelTable, column: str) -> dict[str, np.ndarray]:
     """Row positions per split from a train/val/test column."""
     if column not in table.frame.columns:
-        raise DataError(f"table '{table.source}' has no split column '{column}' (data.split_column)")
+        raise DataError(f"table {quoted(table.source)} has no split column '{column}' (data.split_column)")
     names = []
     for row, value in table.frame[column].items():
         key = SPLIT_NAMES.get(str(value).strip().lower())

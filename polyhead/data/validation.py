@@ -13,7 +13,7 @@ releases the GIL for file I/O and decoding. Table-level findings (duplicated row
 train/val leak, a likely wrong multilabel delimiter, a split with a single class) are
 warnings; unreadable images are errors.
 
-`check_before_training` is what `polyhead train` runs: it stops on bad images
+`check_before_training` is what `polyhead train` and `inspect-data` run: it stops on bad images
 (`data.on_bad_image=error`) or drops their rows (`skip`, listed in `skipped_rows.csv`).
 """
 
@@ -342,9 +342,9 @@ def _bad_list_path(output_dir: str) -> Path:
 
 
 def check_before_training(cfg, tasks: dict, splits, console=None):
-    """`data.validate` before `polyhead train`: warnings are printed; bad images stop the run
-    (`data.on_bad_image=error`) or their rows are dropped (`skip`). Returns `splits` (a
-    DataSplits, its `skipped` / `skipped_rows` set with skip)."""
+    """`data.validate` before `polyhead train` and `polyhead inspect-data`: warnings are printed;
+    bad images stop the run (`data.on_bad_image=error`) or their rows are dropped (`skip`).
+    Returns `splits` (a DataSplits, its `warnings` set, and `skipped` / `skipped_rows` with skip)."""
     d = cfg.data
     if d.validate == "off":
         return splits
@@ -353,13 +353,14 @@ def check_before_training(cfg, tasks: dict, splits, console=None):
     report = validate_splits({n: getattr(splits, n) for n in SPLITS}, tasks, mode=d.validate,
                              image_column=d.image_column, channels=d.channels, size=image_size(d),
                              progress=cfg.training.progress_bar and console is not None)
+    splits.warnings = [p.line() for p in report.warnings]
     if console is not None:
         print_problems(console, report.warnings, limit=10)
     errors = report.errors
     if errors and d.on_bad_image == "error":
         path = report.write(_bad_list_path(cfg.output_dir))
         raise DataError(f"cannot read images: {len(errors)} bad image(s) found by data.validate={d.validate}, "
-                        f"the first: {errors[0].line()}; full list: {path}; to train without those rows set "
+                        f"the first: {errors[0].line()}; full list: {path}; to go on without those rows set "
                         f"data.on_bad_image=skip")
     if d.on_bad_image == "skip":
         splits.skipped, splits.skipped_rows = drop_bad_rows(splits, report, tasks)

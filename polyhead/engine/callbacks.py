@@ -12,6 +12,7 @@ import torch
 
 from polyhead.data.seeds import GLOBAL_RNG, derive_seed
 from polyhead.engine.checkpoint_io import disk_full_guard
+from polyhead.engine.progress import epoch_number
 
 
 class EpochEnd(L.Callback):
@@ -39,7 +40,8 @@ class EpochSeed(L.Callback):
 
 class EpochHistory(L.Callback):
     """Writes `history.csv`: one row per epoch with every logged loss, metric, learning rate and task weight
-    (the last two: means over the epoch's steps)."""
+    (the last two: means over the epoch's steps). Its `epoch` column counts from 1, as every epoch shown
+    to users; `step` is the optimizer steps so far."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
@@ -48,7 +50,7 @@ class EpochHistory(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        row = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        row = {"epoch": epoch_number(trainer.current_epoch), "step": trainer.global_step}
         for key, value in sorted(trainer.callback_metrics.items()):
             try:
                 row[key] = float(value)

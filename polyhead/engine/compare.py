@@ -68,7 +68,7 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     no longer has the task the split was stratified on."""
     from polyhead.data.module import _read, _split_tables
 
-    table = _read(cfg, cfg.data.train_table)
+    table = _read(cfg, cfg.data.train_table, "data.train_table")
     parts = _split_tables(cfg, table, tasks=_main_table_tasks(cfg))
     frame = table.frame.copy()
     frame[SPLIT_COLUMN] = "train"

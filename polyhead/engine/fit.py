@@ -43,6 +43,7 @@ from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.resume import ConfiguredEarlyStopping, SaveConfigOnStart, check_resume
+from polyhead.engine.progress import epoch_number, progress_callbacks
 from polyhead.engine.summary import metrics_table
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
@@ -194,7 +195,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     has_val = splits.val is not None and len(splits.val) > 0
     extra = ((EpochMetrics(trackers),) if trackers else ()) + (
         (SaveConfigOnStart(run_dir / "config.yaml", cfg),) if resume is not None else ())
-    trainer = _trainer(cfg, run_dir, has_val, console, extra)
+    trainer = _trainer(cfg, run_dir, has_val, console, tasks, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
     train = train_loader(splits.train, cfg)
@@ -214,7 +215,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
         if split is not None and len(split):
             metrics[split_name], split_outputs = evaluate_model(
                 model, tasks, eval_loader(split, cfg), device=device, description=f"evaluating {split_name}",
-                show_progress=cfg.training.progress_bar, return_outputs=True)
+                show_progress=live_progress(cfg, console), return_outputs=True)
             outputs[split_name] = (split_outputs, split.paths)
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))
     seconds = time.perf_counter() - started
@@ -231,7 +232,13 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     return RunResult(run_dir, metrics, tasks, model, seconds)
 
 
-def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
+def live_progress(cfg: Config, console: Console) -> bool:
+    """Live progress bars only where they can redraw (an interactive terminal or a notebook) and with
+    training.progress_bar; a log file gets one plain line per epoch instead (polyhead.engine.progress)."""
+    return bool(cfg.training.progress_bar and (console.is_interactive or console.is_jupyter))
+
+
+def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console, tasks: dict[str, Task],
              extra: tuple[L.Callback, ...] = ()) -> L.Trainer:
     t = cfg.training
     monitor, mode = _monitor(cfg, has_val, console)
@@ -251,8 +258,8 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
     if t.early_stopping.enabled:
         callbacks.append(ConfiguredEarlyStopping(monitor=monitor, mode=mode, patience=t.early_stopping.patience,
                                                  min_delta=t.early_stopping.min_delta))
-    if t.progress_bar:
-        callbacks.append(L.pytorch.callbacks.RichProgressBar(leave=True))
+    live = live_progress(cfg, console)
+    callbacks += progress_callbacks(live, console, {name: task.main_metric for name, task in tasks.items()})
     limits = {}
     if t.limit_train_batches is not None:
         limits["limit_train_batches"] = int(t.limit_train_batches) if t.limit_train_batches >= 1 else t.limit_train_batches
@@ -263,7 +270,7 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console,
                      precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
                      plugins=[AtomicCheckpointIO(run_dir)],  # atomic writes, weights_only loads
                      default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,
-                     enable_progress_bar=t.progress_bar, enable_model_summary=False, log_every_n_steps=10, **limits)
+                     enable_progress_bar=live, enable_model_summary=False, log_every_n_steps=10, **limits)
 
 
 def _build_trackers(cfg: Config) -> Trackers:
@@ -303,7 +310,8 @@ def _restore_best(module: MultiTaskModule, run_dir: Path, console: Console) -> N
         return
     state = load_checkpoint_file(best)
     module.load_state_dict(state["state_dict"])
-    console.print(f"restored the best checkpoint (epoch {state.get('epoch', '?')})")
+    epoch = epoch_number(state["epoch"]) if isinstance(state.get("epoch"), int) else "?"
+    console.print(f"restored the best checkpoint (epoch {epoch})")
 
 
 def _print_data_summary(console: Console, splits: DataSplits, run_dir: Path) -> None:

@@ -28,6 +28,7 @@ from polyhead.config.schema import OptimizerConfig, SchedulerConfig
 from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
+from polyhead.engine.progress import epoch_number
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.tasks import Task
 from polyhead.weighting import StepContext, WeightingMethod
@@ -134,7 +135,7 @@ class MultiTaskModule(L.LightningModule):
             self.log("train/skipped_batches", float(bool(bad)), on_step=False, on_epoch=True, reduce_fx="sum",
                      batch_size=1)
         if bad:
-            self.nonfinite.handle(bad, batch, step=self.global_step, epoch=self.current_epoch)  # raises on error
+            self.nonfinite.handle(bad, batch, step=self.global_step, epoch=epoch_number(self.current_epoch))  # raises on error
             return None
         opt.zero_grad(set_to_none=True)
         ctx = StepContext(backward=self.manual_backward, features=features,

@@ -16,6 +16,7 @@ import warnings
 import torch
 
 from polyhead.data.dataset import EncodedSplit
+from polyhead.data.tables import quoted
 from polyhead.errors import PolyheadError
 
 POLICIES = ("error", "skip")
@@ -44,7 +45,8 @@ class NonFiniteGuard:
         return [int(v) for v in values[:k]], bad
 
     def handle(self, bad: dict[str, str], batch: dict, *, step: int, epoch: int) -> None:
-        """Raise (error) or warn once (skip) about a batch with non-finite task losses."""
+        """Raise (error) or warn once (skip) about a batch with non-finite task losses. `step`: the
+        optimizer steps before this batch; `epoch`: 1-based, as users see epochs."""
         what = ", ".join(f"'{t}' ({kind})" for t, kind in bad.items())
         where = f"at step {step} (epoch {epoch}) on {self.describe_rows(batch)}"
         if self.policy == "error":
@@ -58,7 +60,8 @@ class NonFiniteGuard:
                           RuntimeWarning, stacklevel=2)
 
     def describe_rows(self, batch: dict) -> str:
-        """'rows 3, 17 of 'labels.csv'' (1-based table rows, grouped by source, the first ROWS_SHOWN)."""
+        """"a batch of '/x/labels.csv' [train] rows 3, 17 (+6 more)" (1-based table rows, grouped by
+        source, the first ROWS_SHOWN)."""
         rows = batch["row"].tolist()
         index = batch["index"].tolist() if "index" in batch else [None] * len(rows)
         groups: dict[str, list[int]] = {}
@@ -69,6 +72,6 @@ class NonFiniteGuard:
             if self.split is not None and pos is not None and pos < len(self.split):
                 source = self.split.source_names[int(self.split.sources[pos])]
             groups.setdefault(source, []).append(int(row))
-        text = "; ".join(f"'{src}' rows {', '.join(map(str, r))}" for src, r in groups.items())
+        text = "; ".join(f"{quoted(src)} rows {', '.join(map(str, r))}" for src, r in groups.items())
         more = f" (+{len(rows) - ROWS_SHOWN} more)" if len(rows) > ROWS_SHOWN else ""
         return f"a batch of {text}{more}"

@@ -20,7 +20,6 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Callable
 
-import timm
 import torch
 from torch import Tensor, nn
 
@@ -165,6 +164,8 @@ class TimmBackbone(nn.Module):
         super().__init__()
         self.name = name
         self.in_chans = in_chans
+        import timm  # heavy (torchvision, dynamo): imported when a timm backbone is built, not for the registry
+
         self.model = timm.create_model(
             name, pretrained=pretrained, num_classes=0, in_chans=in_chans, drop_rate=drop_rate
         )
@@ -181,7 +182,11 @@ class TimmBackbone(nn.Module):
 
 def check_backbone(name: str) -> None:
     """`model.backbone` is a built-in (the `BACKBONES` registry) or a timm model name."""
-    if name in BACKBONES or (isinstance(name, str) and timm.is_model(name)):
+    if name in BACKBONES:
+        return
+    import timm  # only for a name that is not a built-in
+
+    if isinstance(name, str) and timm.is_model(name):
         return
     close = difflib.get_close_matches(str(name), [*BACKBONES, *timm.list_models()], n=3, cutoff=0.6)
     hint = f" Did you mean: {', '.join(close)}?" if close else ""

@@ -22,7 +22,7 @@ def plot_training(history: pd.DataFrame, tasks: dict[str, Task], out_dir: Path) 
     out_dir = Path(out_dir)
     if history.empty:
         return []
-    x = history["epoch"] + 1 if "epoch" in history else pd.Series(range(1, len(history) + 1))
+    x = history["epoch"] if "epoch" in history else pd.Series(range(1, len(history) + 1))  # 1-based
     written = []
     losses = [("total", "train/loss", "val/loss")] + [(t, f"train/{t}/loss", f"val/{t}/loss") for t in tasks]
     path = _train_val_panels(history, x, losses, "loss", out_dir / "losses.png", "Loss per task (train vs validation)")

@@ -6,7 +6,11 @@
     label_distribution.png  per task, counts per class and split plus rows missing the label
     data_report.json        {"splits": {split: {task: {"rows", "labelled", "missing", "counts": {class: n}}}},
                              "warnings": [str], "augmentation": str or None (none configured),
-                             "samples": [{"split_index", "path", "labels": {task: str}}]}
+                             "samples": [{"split_index", "path", "labels": {task: str}}],
+                             "skipped_rows": [{"split", "table", "row", "image", "reason"}],
+                             "validation_warnings": [str]}
+                            (skipped_rows: rows left out for a bad image, data.on_bad_image=skip;
+                             validation_warnings: data.validate's duplicated rows, train/val leaks, ...)
 """
 
 from __future__ import annotations
@@ -173,10 +177,12 @@ def plot_label_distribution(counts: dict[str, dict[str, dict]], tasks: dict[str,
 
 def inspect_splits(splits: dict[str, EncodedSplit | None], tasks: dict[str, Task], out_dir: str | Path, *,
                    channels: int, size: tuple[int, int], transform=None, augment: str = "", samples: int = 16,
-                   draws: int = 4, seed: int = 0) -> Inspection:
+                   draws: int = 4, seed: int = 0, skipped_rows: list[dict] = (),
+                   validation_warnings: list[str] = ()) -> Inspection:
     """Write the four files into `out_dir`. `splits`: {"train", "val", "test"} (val/test may be None);
     `transform`: the training augmentation on uint8 [C, H, W] (None: no augmentation); `augment`
-    names its steps for the title."""
+    names its steps for the title; `skipped_rows` and `validation_warnings`: what data.validate found
+    (`DataSplits.skipped_rows`, `DataSplits.warnings`), recorded in data_report.json."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     train = splits["train"]
@@ -194,7 +200,8 @@ def inspect_splits(splits: dict[str, EncodedSplit | None], tasks: dict[str, Task
 
     report = {"splits": counts, "warnings": warnings, "augmentation": augment if transform is not None else None,
               "samples": [{"split_index": i, "path": train.paths[i],
-                           "labels": {n: label_text(train, i, t) for n, t in tasks.items()}} for i in picked]}
+                           "labels": {n: label_text(train, i, t) for n, t in tasks.items()}} for i in picked],
+              "skipped_rows": list(skipped_rows), "validation_warnings": list(validation_warnings)}
     (out / "data_report.json").write_text(json.dumps(report, indent=2, ensure_ascii=False))
     return Inspection(out, report, warnings)
 

@@ -1,7 +1,7 @@
 """What a training run and an evaluation log to the trackers; called from engine/fit.py and cli/evaluate.py.
 
     start_run      params (flattened config) and tags (dataset fingerprint, rows, versions)
-    EpochMetrics   Lightning callback: the history.csv scalars of each epoch, step = epoch
+    EpochMetrics   Lightning callback: the history.csv scalars of each epoch, step = epoch (1-based)
     tracked_run    a failing run ends FAILED (KILLED on Ctrl-C), then the exception goes on
     finish_run     final metrics and the run folder's files as artifacts, then FINISHED
     log_evaluation `polyhead evaluate` scores added to the training run (MLflow)
@@ -86,7 +86,8 @@ def scalars(metrics: dict) -> dict[str, float]:
 
 
 class EpochMetrics(L.Callback):
-    """Logs every epoch's losses, metrics, learning rates and task weights with step = epoch.
+    """Logs every epoch's losses, metrics, learning rates and task weights with step = the epoch as
+    history.csv counts it (from 1; the final metrics land on the last epoch's step).
     Listed after EpochHistory, at train-epoch end (after validation), like history.csv."""
 
     def __init__(self, trackers: Trackers):
@@ -94,7 +95,7 @@ class EpochMetrics(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
-            self.trackers.log_metrics(scalars(trainer.callback_metrics), step=trainer.current_epoch)
+            self.trackers.log_metrics(scalars(trainer.callback_metrics), step=trainer.current_epoch + 1)
 
 
 @contextlib.contextmanager

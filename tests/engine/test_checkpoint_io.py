@@ -62,7 +62,7 @@ def test_disk_full_during_a_checkpoint_keeps_the_previous_one(dataset, monkeypat
 
     monkeypatch.setattr(AtomicCheckpointIO, "_write", staticmethod(original))  # space freed
     assert main(["train", "--resume", str(run)]) == 0
-    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1, 2]
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2, 3]  # 1-based, as users count
     assert (run / "metrics.json").exists()
 
 

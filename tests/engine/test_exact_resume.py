@@ -35,7 +35,7 @@ def test_resume_is_bit_identical(dataset, crash_at, workers):
     assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
     full_history, full_metrics = _outcome(dataset / "runs" / "full")
     cut_history, cut_metrics = _outcome(dataset / "runs" / "cut")
-    assert full_history["epoch"].tolist() == [0, 1, 2]
+    assert full_history["epoch"].tolist() == [1, 2, 3]
     pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
     assert cut_metrics == full_metrics and "test" in full_metrics
 
@@ -51,7 +51,7 @@ def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, crash_at):
     assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
     full_history, full_metrics = _outcome(dataset / "runs" / "full")
     cut_history, cut_metrics = _outcome(dataset / "runs" / "cut")
-    assert full_history["epoch"].tolist() == [0, 1, 2]  # stopped early
+    assert full_history["epoch"].tolist() == [1, 2, 3]  # stopped early
     pd.testing.assert_frame_equal(cut_history, full_history, check_exact=True)
     assert cut_metrics == full_metrics
 

@@ -80,6 +80,6 @@ def test_killed_and_resumed_run_equals_uninterrupted(dataset):
     for split in ("val", "test"):
         assert cut_metrics[split] == full_metrics[split]
     history = pd.read_csv(full / "history.csv")
-    assert history["epoch"].tolist() == [0, 1, 2, 3]
+    assert history["epoch"].tolist() == [1, 2, 3, 4]
     pd.testing.assert_frame_equal(pd.read_csv(cut / "history.csv"), history, check_exact=True)
     assert not any(TEMP_MARK in p.name for p in (cut / "checkpoints").iterdir())  # cleaned on resume

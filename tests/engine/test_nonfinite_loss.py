@@ -37,12 +37,12 @@ def _argv(dataset, *extra):
 
 @pytest.mark.parametrize("value,kind", [(float("nan"), "NaN"), (float("inf"), "infinite")])
 def test_nonfinite_loss_error_names_task_step_and_rows(dataset, monkeypatch, capsys, value, kind):
-    _poison(monkeypatch, {11}, value)  # 8 steps per epoch: the 11th is step 10 of epoch 1
+    _poison(monkeypatch, {11}, value)  # 8 steps per epoch: the 11th is step 10, in epoch 2
     assert main(_argv(dataset, "training.epochs=2")) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1
-    assert f"task(s) 'red' ({kind}) at step 10 (epoch 1)" in err
-    rows = re.search(r"labels.csv \[train\]' rows ([\d, ]+) \(\+6 more\)", err)
+    assert f"task(s) 'red' ({kind}) at step 10 (epoch 2)" in err
+    rows = re.search(r"labels.csv' \[train\] rows ([\d, ]+) \(\+6 more\)", err)
     assert rows and len(rows.group(1).split(", ")) == 10  # the first 10 of the batch's 16 rows
     assert all(1 <= int(r) <= 160 for r in rows.group(1).split(", "))
     assert "optimizer.lr" in err and "on_nonfinite_loss=skip" in err

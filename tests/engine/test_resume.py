@@ -56,7 +56,7 @@ def test_resume_can_extend_a_run(dataset):
     first = pd.read_csv(run / "history.csv")
     assert main(["train", "--resume", str(run), "training.epochs=4"]) == 0
     history = pd.read_csv(run / "history.csv")
-    assert history["epoch"].tolist() == [0, 1, 2, 3]  # continued, did not restart
+    assert history["epoch"].tolist() == [1, 2, 3, 4]  # continued, did not restart
     pd.testing.assert_frame_equal(history.iloc[:2].reset_index(drop=True), first)
     resumed = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert resumed["epoch"] == 3

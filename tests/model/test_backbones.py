@@ -292,7 +292,7 @@ def no_hub(monkeypatch):
         assert not pretrained, "timm hub download attempted"
         return real(*args, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(bb.timm, "create_model", create_model)
+    monkeypatch.setattr(timm, "create_model", create_model)  # backbones imports timm when it builds one
 
 
 @requires_lite0

@@ -62,7 +62,7 @@ def make_outputs(tasks: dict, n: int = 200, seed: int = 0) -> dict:
 def make_history(epochs: int, *, val: bool = True, weights_change: bool = False) -> pd.DataFrame:
     rows = []
     for e in range(epochs):
-        row = {"epoch": e, "step": 10 * (e + 1), "train/loss": 3.0 / (e + 1), "lr/backbone": 1e-4 * 0.5 ** e,
+        row = {"epoch": e + 1, "step": 10 * (e + 1), "train/loss": 3.0 / (e + 1), "lr/backbone": 1e-4 * 0.5 ** e,
                "lr/heads": 1e-2 * 0.5 ** e}
         for t, metric in (("species", "accuracy"), ("outdoor", "f1"), ("tags", "micro_f1")):
             row[f"train/{t}/loss"] = 1.0 / (e + 1)

@@ -305,7 +305,7 @@ def test_one_class_multiclass(corpus, tmp_path, capsys):
     t["quadrant"] = "tl"
     cfg = _variant(corpus, tmp_path, t)
     user_error(capsys, ["train", cfg, "data.split_column=split"],
-               r"task 'quadrant' has a single class \('tl'\) in '.*labels\.csv \[train\]'")
+               r"task 'quadrant' has a single class \('tl'\) in '.*labels\.csv' \[train\]; a multiclass task needs")
 
 
 def test_one_class_binary_warns(corpus, tmp_path, capsys):
@@ -506,7 +506,7 @@ def test_bad_images_stop_training_and_lose_nothing(corpus, tmp_path, capsys):
     line = user_error(capsys, ["train", cfg, "data.split_column=split", f"output_dir={runs}"],
                       rf"cannot read images: 2 bad image\(s\) found by data\.validate=header, the first: .*labels\.csv "
                       rf"\[train\], row 27, column 'image': .*nope\.png: file not found; full list: "
-                      rf"{re.escape(str(runs))}/bad_images\.csv; to train without those rows set data\.on_bad_image=skip$")
+                      rf"{re.escape(str(runs))}/bad_images\.csv; to go on without those rows set data\.on_bad_image=skip$")
     assert "Traceback" not in line
     listed = list(csv.DictReader(open(runs / "bad_images.csv")))
     assert [(r["row"], r["kind"]) for r in listed] == [("27", "missing"), ("28", "not_an_image")]
@@ -673,6 +673,111 @@ def test_predict_onnx_not_exported(corpus, tiny_run, tmp_path, capsys):
     assert not (tmp_path / "p.csv").exists()
 
 
+# ---- bad images and leaks during `polyhead inspect-data` -------------------------------------------
+def _inspect_table(corpus, tmp_path, extra: list[dict]) -> Path:
+    """The 20 base rows (12 train, 4 val, 4 test by data.split_column=split) plus `extra` rows; returns the config."""
+    t = pd.concat([corpus["base"], pd.DataFrame(extra)], ignore_index=True)
+    t["image"] = [str(corpus["folder"] / p) for p in t["image"]]
+    t.to_csv(tmp_path / "labels.csv", index=False)
+    write_config(tmp_path / "config.yaml", "labels.csv", epochs=1)
+    return tmp_path / "config.yaml"
+
+
+BAD_FOR_INSPECT = ["img-missing-file", "img-zero-bytes", "img-truncated-png"]  # table rows 21, 22, 23
+
+
+def _bad_rows(corpus) -> list[dict]:
+    return [{"image": corpus["special"][c], "quadrant": "tl", "red": "yes", "tags": "top", "split": "train"}
+            for c in BAD_FOR_INSPECT]
+
+
+def test_inspect_data_stops_on_bad_images(corpus, tmp_path, capsys):
+    """The check `train` runs, before any picture: one line, the full list in <output_dir>/bad_images.csv,
+    nothing written in --out (even with --samples above the rows there are)."""
+    cfg = _inspect_table(corpus, tmp_path, _bad_rows(corpus))
+    runs, out = tmp_path / "runs", tmp_path / "inspect"
+    user_error(capsys, ["inspect-data", cfg, "data.split_column=split", "--samples", 200, "--out", out,
+                        f"output_dir={runs}"],
+               rf"cannot read images: 3 bad image\(s\) found by data\.validate=header, the first: .*labels\.csv "
+               rf"\[train\], row 21, column 'image': .*nope\.png: file not found; full list: "
+               rf"{re.escape(str(runs))}/bad_images\.csv; to go on without those rows set data\.on_bad_image=skip$")
+    listed = list(csv.DictReader(open(runs / "bad_images.csv")))
+    assert [(r["row"], r["kind"]) for r in listed] == [("21", "missing"), ("22", "empty"), ("23", "truncated")]
+    assert not out.exists()
+
+
+def test_inspect_data_skips_bad_images(corpus, tmp_path, capsys):
+    """data.on_bad_image=skip: the three rows are left out (and listed); --samples 200 shows every good train row."""
+    cfg = _inspect_table(corpus, tmp_path, _bad_rows(corpus))
+    code, out, err = cli(capsys, "inspect-data", cfg, "data.split_column=split", "data.on_bad_image=skip",
+                         "--samples", 200, "--out", tmp_path / "inspect")
+    assert code == 0, err
+    assert "skipped 3 row(s) with bad images (data.on_bad_image=skip): train 3" in out
+    report = json.loads((tmp_path / "inspect" / "data_report.json").read_text())
+    good_train = {str(corpus["folder"] / p) for p in corpus["base"].loc[corpus["base"]["split"] == "train", "image"]}
+    assert report["splits"]["train"]["quadrant"]["rows"] == len(good_train) == 12
+    assert {s["path"] for s in report["samples"]} == good_train
+    assert [(r["row"], Path(r["image"]).name, r["reason"]) for r in report["skipped_rows"]] == [
+        (21, "nope.png", "file not found"), (22, "zero.png", "the file is empty (0 bytes)"),
+        (23, "truncated.png", "truncated PNG: no IEND chunk at the end of the file")]
+
+
+def test_inspect_data_reports_a_leak(corpus, tmp_path, capsys):
+    """A train image also in val: the warning `validate-data` gives, and not "no warnings"."""
+    base = corpus["base"]
+    leaked = base.loc[base["split"] == "train"].iloc[1]  # table row 4, images/0003.png
+    cfg = _inspect_table(corpus, tmp_path, [dict(leaked, split="val")])
+    code, out, err = cli(capsys, "inspect-data", cfg, "data.split_column=split", "--out", tmp_path / "inspect")
+    assert code == 0, err
+    line = (rf"labels\.csv \[val\], row 21, column 'image': .*0003\.png: also in the train split "
+            rf"\(.*labels\.csv \[train\], row 4\): a train/val leak")
+    assert re.search(rf"^warning: .*{line}$", out, re.M), out
+    report = json.loads((tmp_path / "inspect" / "data_report.json").read_text())
+    assert len(report["validation_warnings"]) == 1 and re.search(line, report["validation_warnings"][0])
+    assert "no warnings" not in out
+
+
+# ---- paths and command-line usage ------------------------------------------------------------------
+def test_table_not_found_says_where_it_looked(corpus, tmp_path, capsys, monkeypatch):
+    """A relative path on the command line is read from the working directory, one in a config file from
+    the file's folder: the message shows the absolute path tried and the key that named it."""
+    cfg = _training_table(corpus, tmp_path, bad=False)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    user_error(capsys, ["train", cfg, "data.train_table=small.csv"],
+               rf"error: table not found: '{re.escape(str(elsewhere / 'small.csv'))}' \(data\.train_table=small\.csv is "
+               rf"relative to the working directory '{re.escape(str(elsewhere))}'\)$")
+    (tmp_path / "config.yaml").write_text((tmp_path / "config.yaml").read_text().replace("labels.csv", "small.csv"))
+    user_error(capsys, ["train", cfg],
+               rf"error: table not found: '{re.escape(str(tmp_path / 'small.csv'))}' \(data\.train_table; a relative path "
+               rf"in a config file is read from the config file's folder\)$")
+
+
+def test_quoted_paths_hold_no_split_name(corpus, tmp_path, capsys):
+    """Quotes hold a path only: `'/x/labels.csv' [train]`, never `'/x/labels.csv [train]'`."""
+    t = corpus["base"].copy()
+    t.loc[t["split"] == "train", "red"] = None
+    cfg = _variant(corpus, tmp_path, t)
+    user_error(capsys, ["train", cfg, "data.split_column=split", "tasks.red.classes=[no,yes]"],
+               rf"error: task 'red' has no labelled row in the training split "
+               rf"\('{re.escape(str(tmp_path / 'labels.csv'))}' \[train\]\)$")
+
+
+@pytest.mark.parametrize("argv, usage", [
+    (["train", "{cfg}", "--print-cfg", "training.epochs=3"], "usage: polyhead train "),
+    (["compare", "{cfg}", "--inference-iters", "many"], "usage: polyhead compare "),
+    (["inspect-data", "{cfg}", "--samples"], "usage: polyhead inspect-data "),
+])
+def test_unknown_flag_prints_that_verbs_usage(corpus, capsys, argv, usage):
+    """A flag the verb does not know (or a bad flag value): argparse's usage of that verb, then one error line."""
+    with pytest.raises(SystemExit) as stop:
+        main([str(a).replace("{cfg}", str(corpus["folder"] / "config.yaml")) for a in argv])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(usage), err
+    assert err.strip().splitlines()[-1].startswith(f"polyhead {argv[0]}: error: ")
+
+
 # ---- the docs list every case ----------------------------------------------------------------------
 CASE_IDS = [
     *IMAGE_CASES, *CONFIG_CASES, "label-outside-classes", "label-empty-or-null", "multilabel-unknown-label",
@@ -685,6 +790,8 @@ CASE_IDS = [
     *EXPORT_CASES, "export-out-not-writable", "predict-onnx-not-exported", "config-file-typo",
     "config-image-size-int", "config-weighting-arg-no-plus", "config-preset-contradiction",
     "config-preset-replaces-section", "config-accelerator-no-gpu", "predict-device-no-gpu", "resume-changed-model",
+    "inspect-data-bad-images-error", "inspect-data-bad-images-skip", "inspect-data-leak",
+    "table-not-found-command-line", "table-not-found-config-file", "quoted-path-with-split", "cli-unknown-flag",
 ]
 
 

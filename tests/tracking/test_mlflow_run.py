@@ -43,9 +43,9 @@ def test_training_is_recorded_in_mlflow(dataset, capsys):
     for task, metric in TASK_METRIC.items():
         for key in (f"train/{task}/loss", f"val/{task}/loss", f"val/{task}/{metric}"):
             points = client.get_metric_history(info["run_id"], key)
-            assert [p.step for p in points] == [0, 1], key
+            assert [p.step for p in points] == history["epoch"].tolist() == [1, 2], key  # step = 1-based epoch
             assert [p.value for p in points] == pytest.approx(history[key].tolist()), key
-    assert [p.step for p in client.get_metric_history(info["run_id"], "train/loss")] == [0, 1]
+    assert [p.step for p in client.get_metric_history(info["run_id"], "train/loss")] == [1, 2]
     assert any(k.startswith("lr/") for k in mrun.data.metrics)
 
     summary = json.loads((run / "metrics.json").read_text())
@@ -107,7 +107,7 @@ def test_resume_continues_the_same_run(dataset):
     assert len(client.search_runs([info["experiment_id"]])) == 1
     for task in TASK_METRIC:
         points = client.get_metric_history(info["run_id"], f"train/{task}/loss")
-        assert [p.step for p in points] == [0, 1, 2]
+        assert [p.step for p in points] == [1, 2, 3]
     mrun = client.get_run(info["run_id"])
     assert mrun.info.status == "FINISHED"
     assert mrun.data.params["training.epochs"] == "2" and mrun.data.tags["resumed.training.epochs"] == "3"

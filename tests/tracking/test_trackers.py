@@ -29,14 +29,14 @@ def test_tensorboard_and_csv_hold_every_task(dataset):
     for task in ("quadrant", "red", "tags"):
         for key in (f"train/{task}/loss", f"val/{task}/loss"):
             events = acc.Scalars(key)
-            assert [e.step for e in events] == [0, 1]
+            assert [e.step for e in events] == history["epoch"].tolist() == [1, 2]
             assert [e.value for e in events] == pytest.approx(history[key].tolist(), rel=1e-5)
     assert "final/val/quadrant/accuracy" in scalars and "training_seconds" in scalars
 
     long = pd.read_csv(run / "tracking" / "metrics.csv")
     assert list(long.columns) == ["step", "name", "value"]
     epoch_rows = long[long["name"] == "val/tags/micro_f1"]
-    assert epoch_rows["step"].tolist() == [0, 1]
+    assert epoch_rows["step"].tolist() == [1, 2]
     assert epoch_rows["value"].tolist() == pytest.approx(history["val/tags/micro_f1"].tolist())
     params = json.loads((run / "tracking" / "params.json").read_text())
     assert params["training.epochs"] == "2" and params["tasks.red.positive"] == "yes"
