@@ -12,7 +12,7 @@ import sys
 
 from polyhead import __version__
 
-VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data")
+VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "serve")
 
 
 def build_parser() -> argparse.ArgumentParser:

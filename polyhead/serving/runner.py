@@ -1,0 +1,117 @@
+"""The model behind the server: a `Runner` turns pre-processed pixels into per-task probabilities.
+
+Two backends implement the same protocol: `TorchRunner` (a run or bundle folder, here) and
+`polyhead.export.runtime.OnnxRunner` (an exported ONNX graph, run with onnxruntime). Both take
+float32 [B, C, H, W] in [0, 1] and return {task: float32 [B, K]}; `Task.decode` turns those into
+the same label columns `polyhead predict` writes, so every surface gives the same labels.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from polyhead.errors import PolyheadError
+
+if TYPE_CHECKING:
+    from polyhead.api import Predictor
+    from polyhead.tasks import Task
+
+BACKENDS = ("torch", "onnx")
+# `polyhead train` names a run folder <config stem>-<YYYYmmdd-HHMMSS>[-N] when run_name is unset
+_TIMESTAMPED = re.compile(r"^(?P<stem>.+)-\d{8}-\d{6}(-\d+)?$")
+_NAME_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class Runner(Protocol):
+    name: str  # default model name (see default_model_name)
+    tasks: dict[str, "Task"]  # in output order
+    image_size: tuple[int, int]  # (H, W) the model expects
+    channels: int  # 1 or 3
+    backend: str  # "torch" or "onnx"
+
+    def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """images: float32 [B, C, H, W] in [0, 1], already resized to image_size
+        -> {task: float32 [B, K]} (softmax for multiclass, sigmoid for binary [B, 1] and multilabel)."""
+        ...
+
+
+class TorchRunner:
+    """A trained bundle in PyTorch (the model normalises with its own mean/std inside)."""
+
+    backend = "torch"
+
+    def __init__(self, predictor: "Predictor", name: str):
+        self.predictor, self.name = predictor, name
+        self.model, self.device, self.tasks = predictor.model, predictor.device, predictor.tasks
+        prep = predictor.bundle.prep
+        self.image_size, self.channels = (int(prep.image_size[0]), int(prep.image_size[1])), int(prep.channels)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str = "auto") -> "TorchRunner":
+        from polyhead.api import Predictor
+
+        predictor = Predictor.load(path, device)
+        return cls(predictor, default_model_name(path, predictor.config.run_name if predictor.config else None))
+
+    def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        import torch
+
+        from polyhead.engine.evaluation import inference_autocast
+
+        x = torch.from_numpy(np.require(images, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])).to(self.device)
+        with torch.inference_mode(), inference_autocast(self.device):
+            logits = self.model(x)
+        return {name: task.activate(logits[name].float()).cpu().numpy() for name, task in self.tasks.items()}
+
+
+def default_model_name(path: str | Path, run_name: str | None = None) -> str:
+    """The config's `run_name`, else the run folder's name without the timestamp `polyhead train`
+    appended (runs/fashion_mnist-20260101-120000 -> fashion_mnist); characters other than letters,
+    digits, '_', '.' and '-' become '-' so the name fits in a URL path."""
+    path = Path(path).expanduser().resolve()
+    if run_name:
+        name = run_name
+    else:
+        folder = path.parent if path.name == "model" and (path / "bundle.json").is_file() else path
+        match = _TIMESTAMPED.match(folder.name)
+        name = match["stem"] if match else folder.name
+    return _NAME_CHARS.sub("-", name).strip("-.") or "model"
+
+
+def load_runner(path: str | Path, backend: str = "torch", device: str = "auto") -> Runner:
+    """A run folder, bundle folder (run/model) or export folder (model.onnx) -> a Runner.
+
+    "torch" needs a run or bundle folder; "onnx" takes an export folder or model.onnx, or a run
+    folder (then RUN/export/onnx/model.onnx)."""
+    if backend == "torch":
+        return TorchRunner.load(path, device)
+    if backend != "onnx":
+        raise PolyheadError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
+    path = onnx_location(path)
+    try:
+        from polyhead.export.runtime import OnnxRunner
+    except ImportError as exc:
+        raise PolyheadError(f"--backend onnx needs polyhead's ONNX export and onnxruntime, which cannot be "
+                            f"imported here ({exc}); install them with `pip install 'polyhead[serve]'`, "
+                            f"or use --backend torch") from None
+    return OnnxRunner(path)
+
+
+def onnx_location(path: str | Path) -> Path:
+    """model.onnx, its export folder, or a run (or bundle) folder -> the export to load (a file or
+    a folder holding model.onnx); a run without an export gets the command that makes one."""
+    path = Path(path).expanduser()
+    if path.is_file() or (path / "model.onnx").is_file():
+        return path
+    run = path.parent if path.name == "model" and (path / "bundle.json").is_file() else path
+    if (run / "export" / "onnx" / "model.onnx").is_file():
+        return run / "export" / "onnx"
+    if (run / "model" / "bundle.json").is_file():
+        raise PolyheadError(f"run '{run}' has no ONNX export ({run}/export/onnx/model.onnx): create it with "
+                            f"`polyhead export {run} --format onnx`, or serve it with --backend torch")
+    raise PolyheadError(f"no ONNX model at '{path}': expected a model.onnx file, a folder holding one "
+                        f"(`polyhead export RUN --format onnx` writes RUN/export/onnx/), or a run folder")
