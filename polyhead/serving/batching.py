@@ -47,8 +47,8 @@ class DynamicBatcher:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyhead-model")
 
     async def submit(self, images: np.ndarray) -> Probabilities:
-        if self._task is None:
-            self.start()
+        if self._task is None or self._task.get_loop() is not asyncio.get_running_loop():
+            self.start()  # first use, or a new event loop (e.g. a test client that opens one per call)
         item = _Item(images, asyncio.get_running_loop().create_future())
         await self._queue.put(item)
         return await item.future
