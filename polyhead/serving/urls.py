@@ -39,7 +39,7 @@ def address_refusal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, allow_pri
         return "a cloud metadata address"
     if allow_private:
         return None
-    for kind in ("loopback", "multicast", "link_local", "private", "unspecified", "reserved"):
+    for kind in ("loopback", "unspecified", "multicast", "link_local", "reserved", "private"):
         if getattr(ip, f"is_{kind}"):
             return f"a {kind.replace('_', '-')} address"
     return None if ip.is_global else "not a public address"
