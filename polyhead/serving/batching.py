@@ -44,7 +44,7 @@ class DynamicBatcher:
         self._queue: asyncio.Queue[_Item] | None = None
         self._carry: _Item | None = None  # a request that did not fit into the previous batch
         self._task: asyncio.Task | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyhead-model")
+        self._executor: ThreadPoolExecutor | None = None
 
     async def submit(self, images: np.ndarray) -> Probabilities:
         if self._task is None or self._task.get_loop() is not asyncio.get_running_loop():
@@ -55,7 +55,9 @@ class DynamicBatcher:
 
     def start(self) -> None:
         """Start the gathering task on the running event loop (done by the first `submit`)."""
-        self._queue = asyncio.Queue()
+        self._queue, self._carry = asyncio.Queue(), None
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="polyhead-model")
         self._task = asyncio.get_running_loop().create_task(self._loop(), name="polyhead-batcher")
 
     async def stop(self) -> None:
@@ -66,7 +68,9 @@ class DynamicBatcher:
             except asyncio.CancelledError:
                 pass
             self._task = None
-        self._executor.shutdown(wait=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def _loop(self) -> None:
         loop = asyncio.get_running_loop()
