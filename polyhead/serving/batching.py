@@ -5,16 +5,19 @@ into a batch of at most `max_batch` images, runs the model once in a dedicated t
 event loop keeps accepting requests) and hands each request its own rows back.
 
 Gathering: everything already queued joins at once; then, while the batch is short of
-`max_batch`, the batcher waits up to `max_wait_ms` after the first request for more. While a
-batch runs, new requests queue up and form the next batch, so under load batches fill even
-with `max_wait_ms=0`. `max_batch=1` turns batching off (one request per forward pass; a
-request with several images still runs them together).
+`max_batch` and requests are on their way (announced with `incoming()` while they decode),
+the batcher waits up to `max_wait_ms` after the first request for them. A lone request runs
+at once: nothing is worth waiting for. While a batch runs, new requests queue up and form the
+next batch, so under load batches fill even with `max_wait_ms=0`. `max_batch=1` turns
+batching off (one request per forward pass; a request with several images still runs them
+together).
 """
 
 from __future__ import annotations
 
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -45,6 +48,16 @@ class DynamicBatcher:
         self._carry: _Item | None = None  # a request that did not fit into the previous batch
         self._task: asyncio.Task | None = None
         self._executor: ThreadPoolExecutor | None = None
+        self._incoming = 0  # requests announced by incoming() that have not submitted yet
+
+    @contextmanager
+    def incoming(self):
+        """Announce a request that will submit soon (it is decoding): a forming batch waits for it."""
+        self._incoming += 1
+        try:
+            yield
+        finally:
+            self._incoming -= 1
 
     async def submit(self, images: np.ndarray) -> Probabilities:
         if self._task is None or self._task.get_loop() is not asyncio.get_running_loop():
@@ -101,7 +114,7 @@ class DynamicBatcher:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
                 timeout = deadline - loop.time()
-                if timeout <= 0:
+                if timeout <= 0 or self._incoming == 0:
                     break
                 try:
                     item = await asyncio.wait_for(self._queue.get(), timeout)

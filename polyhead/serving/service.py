@@ -39,8 +39,10 @@ class ModelService:
             raise RequestError(404, f"model {name!r} has no version {version!r}; the only version is {VERSION!r}")
 
     async def decode(self, items: Sequence[bytes], names: Sequence[str]) -> np.ndarray:
-        """Encoded images -> float32 [N, C, H, W], decoded in a worker thread (off the event loop)."""
-        return await asyncio.to_thread(decode_images, items, names, self.runner, self.limits)
+        """Encoded images -> float32 [N, C, H, W], decoded in a worker thread (off the event loop);
+        meanwhile a forming batch knows this request is coming."""
+        with self.batcher.incoming():
+            return await asyncio.to_thread(decode_images, items, names, self.runner, self.limits)
 
     async def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
         """float32 [N, C, H, W] -> {task: float32 [N, K]}, batched with concurrent requests."""

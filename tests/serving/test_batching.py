@@ -72,9 +72,11 @@ def test_max_wait_gathers_a_request_that_arrives_later():
     batcher = DynamicBatcher(model, max_batch=2, max_wait_ms=60_000)  # waits until the batch is full
 
     async def staggered():
-        first = asyncio.ensure_future(batcher.submit(_images(1, 0.5)))
-        await asyncio.sleep(0.05)  # the batcher is waiting for more by now
-        second = await batcher.submit(_images(1, 0.25))
+        with batcher.incoming():  # a second request is decoding
+            first = asyncio.ensure_future(batcher.submit(_images(1, 0.5)))
+            await asyncio.sleep(0.05)  # the batcher is waiting for it by now
+            second_images = _images(1, 0.25)
+        second = await batcher.submit(second_images)
         return await first, second
 
     async def run():
@@ -86,6 +88,20 @@ def test_max_wait_gathers_a_request_that_arrives_later():
     first, second = asyncio.run(run())
     assert model.sizes == [2]
     assert first["mean"][0, 0] == pytest.approx(0.5) and second["mean"][0, 0] == pytest.approx(0.25)
+
+
+def test_a_lone_request_does_not_wait_for_company():
+    model = Recorder()
+    batcher = DynamicBatcher(model, max_batch=32, max_wait_ms=3_600_000)  # an hour, if it waited
+
+    async def run():
+        try:  # the guard only turns a hang into a failure
+            return await asyncio.wait_for(batcher.submit(_images(1, 0.5)), timeout=60)
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(run())["mean"][0, 0] == pytest.approx(0.5)
+    assert model.sizes == [1]
 
 
 def test_requests_arriving_during_a_pass_form_the_next_batch():
