@@ -141,12 +141,21 @@ class Server:
             await asyncio.sleep(0.2)
         raise RuntimeError("polyhead serve did not become ready")
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time (user + system) the server process has used so far (Linux /proc), else None."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(60)
 
 
-async def load(url: str, bodies: list[bytes], clients: int, seconds: float, warmup: float) -> dict:
+async def load(url: str, bodies: list[bytes], clients: int, seconds: float, warmup: float, per_request: int = 1
+               ) -> dict:
     """`clients` concurrent clients, each sending one request after the other; latencies after `warmup` s."""
     import aiohttp
 
@@ -173,7 +182,7 @@ async def load(url: str, bodies: list[bytes], clients: int, seconds: float, warm
     async with aiohttp.ClientSession(connector=connector) as session:
         await asyncio.gather(*(client(session, k) for k in range(clients)))
     lat = np.array(latencies)
-    return {"clients": clients, "requests": len(lat), "img_per_s": len(lat) / seconds,
+    return {"clients": clients, "requests": len(lat), "img_per_s": len(lat) * per_request / seconds,
             "p50_ms": float(np.percentile(lat, 50) * 1000), "p99_ms": float(np.percentile(lat, 99) * 1000)}
 
 
@@ -190,7 +199,9 @@ async def measure(run: Path, bodies: list[bytes], raw: RawModel, args) -> list[d
     the ratio compares figures taken a few seconds apart (the machine may be shared)."""
     import aiohttp
 
-    servers = {"dynamic batching": Server(run, args.max_batch, args.max_wait_ms), "no batching": Server(run, 1, 0.0)}
+    # without batching a forward pass holds exactly one request: max_batch = images per request
+    servers = {"dynamic batching": Server(run, args.max_batch, args.max_wait_ms),
+               "no batching": Server(run, args.per_request, 0.0)}
     rows = []
     try:
         async with aiohttp.ClientSession() as session:
@@ -201,13 +212,16 @@ async def measure(run: Path, bodies: list[bytes], raw: RawModel, args) -> list[d
                              "img_per_s": raw.img_per_s(args.seconds), "batch": args.max_batch})
                 for label, server in servers.items():
                     for clients in args.clients:
-                        before = await batch_stats(session, server)
+                        before, cpu = await batch_stats(session, server), server.cpu_seconds()
                         r = await load(f"{server.url}/v1/models/bench:predict", bodies, clients, args.seconds,
-                                       args.warmup)
-                        after = await batch_stats(session, server)
+                                       args.warmup, args.per_request)
+                        after, cpu_after = await batch_stats(session, server), server.cpu_seconds()
                         passes = after[0] - before[0]
+                        sent = r["requests"] * (args.seconds + args.warmup) / args.seconds  # warm-up ones too
                         rows.append({"setting": label, "repeat": repeat, **r,
-                                     "batch": (after[1] - before[1]) / passes if passes else None})
+                                     "batch": (after[1] - before[1]) / passes if passes else None,
+                                     "server_cpu_ms_per_request": None if cpu is None else
+                                     1000 * (cpu_after - cpu) / sent})
                         print(f"repeat {repeat} {label:>16} | {clients:>2} clients | {r['img_per_s']:7.1f} img/s | "
                               f"p50 {r['p50_ms']:7.1f} ms | p99 {r['p99_ms']:7.1f} ms", flush=True)
     finally:
@@ -222,7 +236,8 @@ def summarise(rows: list[dict], clients: list[int]) -> dict:
         values = [r[key] for r in rows if r["setting"] == setting and r["clients"] == n and r[key] is not None]
         return float(np.median(values)) if values else None
 
-    table = [{"setting": s, "clients": n, **{k: median(s, n, k) for k in ("img_per_s", "p50_ms", "p99_ms", "batch")}}
+    table = [{"setting": s, "clients": n, **{k: median(s, n, k) for k in ("img_per_s", "p50_ms", "p99_ms", "batch",
+                                                                    "server_cpu_ms_per_request")}}
              for s in ("dynamic batching", "no batching") for n in clients]
     raw = {r["repeat"]: r["img_per_s"] for r in rows if r["setting"] == "raw model"}
     most = max(clients)
@@ -241,6 +256,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3, help="rounds of (raw model, every scenario)")
     p.add_argument("--warmup", type=float, default=1.5)
     p.add_argument("--clients", type=int, nargs="+", default=[1, 32])
+    p.add_argument("--per-request", type=int, default=1, help="images in each request")
     p.add_argument("--max-batch", type=int, default=32)
     p.add_argument("--max-wait-ms", type=float, default=5.0)
     args = p.parse_args()
@@ -248,7 +264,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="polyhead-serve-bench-") as tmp:
         run = args.run or make_run(args.model, Path(tmp))
         images = source_images(run, args.images, 32)
-        bodies = [json.dumps({"instances": [{"b64": base64.b64encode(b).decode()}]}).encode() for b in images]
+        b64 = [base64.b64encode(b).decode() for b in images]
+        bodies = [json.dumps({"instances": [{"b64": b64[(i + j) % len(b64)]} for j in range(args.per_request)]}).encode()
+                  for i in range(len(b64))]
         raw = RawModel(run, images, args.max_batch)
         rows = asyncio.run(measure(run, bodies, raw, args))
     summary = summarise(rows, args.clients)
@@ -256,9 +274,11 @@ def main() -> None:
           f"{max(args.clients)} clients and dynamic batching / raw = {summary['ratio']:.2f} (median of {args.repeats})")
     for r in summary["table"]:
         print(f"{r['setting']:>16} | {r['clients']:>2} clients | {r['img_per_s']:7.1f} img/s | p50 {r['p50_ms']:7.1f} ms "
-              f"| p99 {r['p99_ms']:7.1f} ms | {r['batch'] or 0:4.1f} img/pass")
+              f"| p99 {r['p99_ms']:7.1f} ms | {r['batch'] or 0:4.1f} img/pass | "
+              f"server CPU {r['server_cpu_ms_per_request'] or 0:.1f} ms/request")
     print(json.dumps({"model": args.model if args.run is None else str(args.run), **summary, "rows": rows,
                       "seconds": args.seconds, "repeats": args.repeats, "max_batch": args.max_batch,
+                      "images_per_request": args.per_request,
                       "max_wait_ms": args.max_wait_ms, "torch_threads": os.environ.get("OMP_NUM_THREADS"),
                       "cpus": os.cpu_count(), "python": platform.python_version()}))
 

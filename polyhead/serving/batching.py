@@ -8,9 +8,9 @@ Gathering: everything already queued joins at once; then, while the batch is sho
 `max_batch` and requests are on their way (announced with `incoming()` while they decode),
 the batcher waits up to `max_wait_ms` after the first request for them. A lone request runs
 at once: nothing is worth waiting for. While a batch runs, new requests queue up and form the
-next batch, so under load batches fill even with `max_wait_ms=0`. `max_batch=1` turns
-batching off (one request per forward pass; a request with several images still runs them
-together).
+next batch, so under load batches fill even with `max_wait_ms=0`. A request never shares a
+pass with another when it holds `max_batch` images or more (`max_batch=1` turns batching off
+for one-image requests); one larger than `max_batch` runs in several passes.
 """
 
 from __future__ import annotations
