@@ -83,8 +83,7 @@ def progress_bar(enabled: bool = True) -> Progress:
                     disable=not enabled, transient=True)
 
 
-def inference_autocast(device: torch.device):
-    """Mixed precision for inference on CUDA (bf16 where supported); a no-op on the CPU."""
+def _autocast(device: torch.device):
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return nullcontext()
@@ -104,7 +103,7 @@ def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Itera
     with progress_bar(show_progress) as bar:
         job = bar.add_task(description, total=len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
-            with inference_autocast(device):
+            with _autocast(device):
                 logits = model(batch["image"].to(device, non_blocking=True))
             collector.update({k: v.float() for k, v in logits.items()}, batch)
             bar.advance(job)
@@ -121,7 +120,7 @@ def predict_batches(model: torch.nn.Module, tasks: dict[str, Task], loader: Iter
     with progress_bar(show_progress) as bar:
         job = bar.add_task("predicting", total=len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
-            with inference_autocast(device):
+            with _autocast(device):
                 logits = model(batch["image"].to(device, non_blocking=True))
             columns: dict[str, list] = {}
             for name, task in tasks.items():

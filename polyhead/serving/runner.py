@@ -60,10 +60,10 @@ class TorchRunner:
     def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        from polyhead.engine.evaluation import inference_autocast
+        from polyhead.engine.evaluation import _autocast  # the mixed precision `predict` uses on CUDA
 
         x = torch.from_numpy(np.require(images, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])).to(self.device)
-        with torch.inference_mode(), inference_autocast(self.device):
+        with torch.inference_mode(), _autocast(self.device):
             logits = self.model(x)
         return {name: task.activate(logits[name].float()).cpu().numpy() for name, task in self.tasks.items()}
 
@@ -86,12 +86,11 @@ def load_runner(path: str | Path, backend: str = "torch", device: str = "auto") 
     """A run folder, bundle folder (run/model) or export folder (model.onnx) -> a Runner.
 
     "torch" needs a run or bundle folder; "onnx" takes an export folder or model.onnx, or a run
-    folder (then RUN/export/onnx/model.onnx)."""
+    folder (OnnxRunner then looks for RUN/export/onnx/model.onnx and says how to make it)."""
     if backend == "torch":
         return TorchRunner.load(path, device)
     if backend != "onnx":
         raise PolyheadError(f"--backend {backend!r}: expected one of {', '.join(BACKENDS)}")
-    path = onnx_location(path)
     try:
         from polyhead.export.runtime import OnnxRunner
     except ImportError as exc:
@@ -100,18 +99,3 @@ def load_runner(path: str | Path, backend: str = "torch", device: str = "auto") 
                             f"or use --backend torch") from None
     return OnnxRunner(path)
 
-
-def onnx_location(path: str | Path) -> Path:
-    """model.onnx, its export folder, or a run (or bundle) folder -> the export to load (a file or
-    a folder holding model.onnx); a run without an export gets the command that makes one."""
-    path = Path(path).expanduser()
-    if path.is_file() or (path / "model.onnx").is_file():
-        return path
-    run = path.parent if path.name == "model" and (path / "bundle.json").is_file() else path
-    if (run / "export" / "onnx" / "model.onnx").is_file():
-        return run / "export" / "onnx"
-    if (run / "model" / "bundle.json").is_file():
-        raise PolyheadError(f"run '{run}' has no ONNX export ({run}/export/onnx/model.onnx): create it with "
-                            f"`polyhead export {run} --format onnx`, or serve it with --backend torch")
-    raise PolyheadError(f"no ONNX model at '{path}': expected a model.onnx file, a folder holding one "
-                        f"(`polyhead export RUN --format onnx` writes RUN/export/onnx/), or a run folder")
