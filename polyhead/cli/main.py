@@ -13,7 +13,7 @@ import sys
 from polyhead import __version__
 
 VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export",
-         "methods", "config")
+         "serve", "methods", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

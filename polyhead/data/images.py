@@ -1,7 +1,9 @@
 """Decode image files into fixed-size uint8 tensors.
 
 Every image that enters training, evaluation or prediction goes through
-`load_image`, so this file is the one place that knows about odd image modes:
+`load_image` (a file) or `decode_image` (encoded bytes, as the server receives
+them); both share one decoder, so this file is the one place that knows about
+odd image modes:
 
 - L, RGB: used as they are (converted between 1 and 3 channels if needed);
 - RGBA, LA, PA, P with a transparent colour: composited onto white, because a
@@ -19,6 +21,7 @@ Pillow's protections stay on: a truncated file is an error (we never set
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 import warnings
@@ -30,13 +33,17 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from polyhead.errors import ImageError
 
-__all__ = ["load_image", "to_channels_and_size"]
+__all__ = ["ImageTooLarge", "decode_image", "load_image", "to_channels_and_size"]
 
 _ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
 _HIGH_DEPTH_MODES = frozenset({"I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
 
 # Errors Pillow raises for unreadable, corrupt or truncated files.
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error)
+
+
+class ImageTooLarge(ImageError):
+    """The header declares more pixels than allowed: refused before any pixel is decoded."""
 
 
 def load_image(path: str | os.PathLike, *, channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -54,40 +61,72 @@ def load_image(path: str | os.PathLike, *, channels: int, size: tuple[int, int])
     Raises:
         ImageError (a DataError; `.reason` is the message without the path): the file is
             missing, unreadable, truncated, not an image, or larger than Pillow's
-            decompression-bomb limit.
+            decompression-bomb limit (then `ImageTooLarge`).
     """
+    return _decode(path, os.fspath(path), channels=channels, size=size, max_pixels=None)
+
+
+def decode_image(data: bytes, *, channels: int, size: tuple[int, int], name: str = "image",
+                 max_pixels: int | None = None) -> torch.Tensor:
+    """Decode encoded image bytes (PNG, JPEG, WebP...) exactly as `load_image` decodes a file
+    holding them: uint8 [channels, H, W] with (H, W) == size.
+
+    `name` says which image in error messages; `max_pixels` (default: Pillow's
+    MAX_IMAGE_PIXELS) is checked against the header's width x height before decoding.
+
+    Raises:
+        ImageTooLarge: the header declares more than `max_pixels` pixels.
+        ImageError: empty, not an image, corrupt or truncated.
+    """
+    return _decode(io.BytesIO(data), name, channels=channels, size=size, max_pixels=max_pixels)
+
+
+def _decode(source: str | os.PathLike | io.BytesIO, label: str, *, channels: int, size: tuple[int, int],
+            max_pixels: int | None) -> torch.Tensor:
+    """The one decoder behind `load_image` (a path) and `decode_image` (bytes); `label` names it."""
     _check_args(channels, size)
     try:
         with warnings.catch_warnings():
             # A DecompressionBombWarning (image above MAX_IMAGE_PIXELS) must stop
             # us, not scroll past in a log 60k times.
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with Image.open(source) as img:  # reads the header only
+                _check_pixels(img, label, max_pixels)
                 _draft_jpeg(img, size)
                 img.load()  # decode now, inside the `with`, so the file is closed after
                 return to_channels_and_size(img, channels=channels, size=size)
     except FileNotFoundError:
-        raise _error(path, "file not found") from None
+        raise _error(label, "file not found") from None
     except IsADirectoryError:
-        raise _error(path, "it is a directory, not a file") from None
+        raise _error(label, "it is a directory, not a file") from None
     except PermissionError:
-        raise _error(path, "permission denied") from None
+        raise _error(label, "permission denied") from None
     except UnidentifiedImageError:
-        if _is_empty(path):
-            raise _error(path, "the file is empty (0 bytes)") from None
-        raise _error(path, "not an image file, or a format Pillow cannot read") from None
+        if _is_empty(source):
+            raise _error(label, "the file is empty (0 bytes)") from None
+        raise _error(label, "not an image file, or a format Pillow cannot read") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise _error(
-            path,
+            label,
             f"{e} Pillow's limit is PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} pixels "
             "(twice that is a hard error); shrink the image, "
             "or raise the limit if you trust the file",
+            ImageTooLarge,
         ) from None
     except _DECODE_ERRORS as e:
         reason = str(e) or type(e).__name__
         if "truncated" not in reason:
             reason += " (corrupt or truncated file?)"
-        raise _error(path, reason) from None
+        raise _error(label, reason) from None
+
+
+def _check_pixels(img: Image.Image, label: str, max_pixels: int | None) -> None:
+    """Refuse from the header's size, before `load` decodes anything (Pillow's own bomb check
+    already ran in `Image.open`; this applies a caller's lower limit)."""
+    w, h = img.size
+    if max_pixels is not None and w * h > max_pixels:
+        raise _error(label, f"{w}x{h} = {w * h} pixels is above the limit of {max_pixels} pixels; "
+                            "send a smaller image", ImageTooLarge)
 
 
 def to_channels_and_size(img: Image.Image, *, channels: int, size: tuple[int, int]) -> torch.Tensor:
@@ -178,12 +217,14 @@ def _check_args(channels: int, size: tuple[int, int]) -> None:
         raise ValueError(f"size must be two positive integers (H, W), got {size!r}")
 
 
-def _is_empty(path: str | os.PathLike) -> bool:
+def _is_empty(source: str | os.PathLike | io.BytesIO) -> bool:
+    if isinstance(source, io.BytesIO):
+        return source.getbuffer().nbytes == 0
     try:
-        return os.path.getsize(path) == 0
+        return os.path.getsize(source) == 0
     except OSError:
         return False
 
 
-def _error(path: str | os.PathLike, reason: str) -> ImageError:
-    return ImageError(f"cannot read image '{os.fspath(path)}': {reason}", path=os.fspath(path), reason=reason)
+def _error(label: str, reason: str, kind: type[ImageError] = ImageError) -> ImageError:
+    return kind(f"cannot read image '{label}': {reason}", path=label, reason=reason)

@@ -1,13 +1,17 @@
-"""load_image: every image mode we promise to handle, and the errors users can cause."""
+"""load_image / decode_image: every image mode we promise to handle, and the errors users can cause."""
 
 from __future__ import annotations
+
+import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from polyhead.data.images import load_image, to_channels_and_size
+from polyhead.data.images import ImageTooLarge, decode_image, load_image, to_channels_and_size
 from polyhead.errors import DataError
 
 
@@ -203,3 +207,63 @@ def test_bad_arguments(tmp_path, kwargs):
     path = _save(Image.new("L", (4, 4)), tmp_path / "ok.png")
     with pytest.raises(ValueError):
         load_image(path, **kwargs)
+
+
+# ------------------------------------------------------------------ encoded bytes (the server's input)
+
+
+def _phone_jpeg(path):
+    stored = Image.new("RGB", (40, 20), (250, 240, 10))
+    stored.paste((0, 0, 200), (0, 0, 40, 10))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    return _save(stored, path, exif=exif, quality=90)
+
+
+@pytest.mark.parametrize("make", [
+    lambda d: _phone_jpeg(d / "phone.jpg"),
+    lambda d: _save(Image.new("RGBA", (9, 7), (10, 200, 30, 90)), d / "a.webp", lossless=True),
+    lambda d: _save(Image.fromarray(np.arange(64 * 48, dtype=np.uint16).reshape(48, 64) * 21), d / "deep.png"),
+    lambda d: _save(Image.new("P", (5, 5), 3), d / "p.gif"),
+])
+@pytest.mark.parametrize("channels", [1, 3])
+def test_bytes_decode_exactly_like_the_file(tmp_path, make, channels):
+    path = make(tmp_path)
+    from_file = load_image(path, channels=channels, size=(12, 10))
+    from_bytes = decode_image(path.read_bytes(), channels=channels, size=(12, 10))
+    assert from_bytes.dtype == torch.uint8 and from_bytes.shape == (channels, 12, 10)
+    assert torch.equal(from_bytes, from_file)
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring width x height whose pixel data (IDAT) is cut off after 4 bytes."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+            + struct.pack(">I", 1000) + b"IDAT" + zlib.compress(b"\0" * 64)[:4])
+
+
+def test_bytes_over_the_pixel_limit_are_refused_from_the_header():
+    # no pixel data follows the header: decoding would fail as truncated, so the size error proves
+    # the refusal came from the header alone
+    with pytest.raises(ImageTooLarge, match="cannot read image 'upload 2': 3000x2000 = 6000000 pixels"):
+        decode_image(_png_header_only(3000, 2000), channels=3, size=(8, 8), name="upload 2", max_pixels=10**6)
+    with pytest.raises(ImageTooLarge, match="MAX_IMAGE_PIXELS"):  # Pillow's own limit, by default
+        decode_image(_png_header_only(30000, 30000), channels=3, size=(8, 8))
+    with pytest.raises(DataError, match="truncated") as info:  # under the limit: a truncated image
+        decode_image(_png_header_only(300, 200), channels=3, size=(8, 8), max_pixels=10**6)
+    assert not isinstance(info.value, ImageTooLarge)
+
+
+def _half_a_png() -> bytes:
+    pixels = np.random.default_rng(1).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()[: len(buffer.getvalue()) // 2]
+
+
+@pytest.mark.parametrize("data, fragment", [
+    (b"", "empty"), (b"hello, not a picture", "not an image"), (_half_a_png(), "truncated")])
+def test_bad_bytes(data, fragment):
+    with pytest.raises(DataError, match=f"cannot read image 'instances\\[0\\]': .*{fragment}"):
+        decode_image(data, channels=3, size=(8, 8), name="instances[0]")

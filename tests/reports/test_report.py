@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import pytest
+from browser import chromium
 from conftest import make_dataset, write_config
 from report_data import check_png
 
@@ -15,7 +15,6 @@ from polyhead.api import fit
 from polyhead.cli.main import main
 from polyhead.reports.html import write_report
 
-CHROMIUM = Path("/usr/bin/chromium")
 TRAINING_PLOTS = {"losses.png", "metrics.png", "learning_rate.png"}
 TEST_PLOTS = {"quadrant_confusion.png", "quadrant_calibration.png", "quadrant_worst.png", "red_roc_pr.png",
               "red_calibration.png", "red_worst.png", "tags_per_label.png", "tags_calibration.png", "tags_worst.png"}
@@ -54,30 +53,18 @@ def test_run_writes_plots_and_report(run):
 
 
 def test_report_opens_in_chromium_without_errors(run):
-    if not CHROMIUM.exists():
-        if os.environ.get("CI"):
-            pytest.fail("/usr/bin/chromium is missing: the report's browser test needs Debian's chromium")
-        pytest.skip("install Debian's chromium")
-    from playwright.sync_api import sync_playwright
-
     report = run / "report.html"
     errors: list[str] = []
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=[
-            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-            "--disable-sync", "--no-first-run"])
-        try:
-            page = browser.new_page()
-            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda e: errors.append(str(e)))
-            requests: list[str] = []
-            page.on("request", lambda r: requests.append(r.url))
-            page.goto(report.as_uri())
-            page.wait_for_load_state("load")
-            images = page.evaluate("() => Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
-            title = page.title()
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        images = page.evaluate("() => Array.from(document.images).map(i => [i.complete, i.naturalWidth])")
+        title = page.title()
     assert errors == []
     assert len(images) == len(_pngs(run))
     assert all(complete and width > 0 for complete, width in images), images
