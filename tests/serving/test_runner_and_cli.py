@@ -8,10 +8,9 @@ import socket
 import subprocess
 import sys
 import time
-
-import httpx
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 import torch
