@@ -12,15 +12,17 @@ Adding a task type means adding one subclass and one `TASK_TYPES` entry.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pandas as pd
 import torch
 import torch.nn.functional as F
 
 from polyhead.config.schema import TaskConfig
 from polyhead.errors import ConfigError, DataError, one_of
+
+if TYPE_CHECKING:  # tables are read elsewhere; pandas is not needed to check a config
+    import pandas as pd
 
 
 def is_missing(value: Any) -> bool:

@@ -39,7 +39,7 @@ def test_methods_lists_every_method_with_args_defaults_and_paper():
     famo = lines.index(next(line for line in lines if line.startswith("famo ")))
     assert lines[famo + 1] == "    args: lr=0.025, gamma=0.001"
     assert lines[famo + 2] == '    paper: Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023'
-    assert "    args: mode=features, alpha=1.5" in lines and "    args: T=2.0" in lines
+    assert "    args: mode=features, alpha=1.5, lr=0.025" in lines and "    args: T=2.0" in lines
     assert sum(line.startswith("    paper: ") for line in lines) == 11  # all but equal and static
     assert "upgrad (needs: features)" in out and "Quinton and Rey" in out and "ICML 2018" in out
 

@@ -9,7 +9,10 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 
+from polyhead.config.loading import to_yaml
+from polyhead.config.schema import Config
 from polyhead.data.seeds import GLOBAL_RNG, derive_seed
 from polyhead.engine.checkpoint_io import disk_full_guard
 from polyhead.engine.progress import epoch_number
@@ -76,3 +79,29 @@ class EpochHistory(L.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.rows = list(state_dict.get("rows", []))
+
+
+class SaveConfigOnStart(L.Callback):
+    """Writes the run's config.yaml when training starts, after Lightning has loaded the checkpoint,
+    so a resume that fails before that leaves the saved config as it was. A run resumed after
+    its last epoch trains no further (no train start): the config is written at fit end."""
+
+    def __init__(self, path: Path, cfg: Config):
+        self.path, self.text = Path(path), to_yaml(cfg)
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.write_text(self.text)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.path.write_text(self.text)
+
+
+class ConfiguredEarlyStopping(EarlyStopping):
+    """Lightning's EarlyStopping, whose patience stays the configured one on resume (Lightning's
+    own restores the checkpoint's, which would silently ignore a changed
+    training.early_stopping.patience)."""
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience

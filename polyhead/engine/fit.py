@@ -35,14 +35,14 @@ from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
 from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
 from polyhead.data.validation import check_before_training, write_skipped_rows
-from polyhead.engine.callbacks import EpochEnd, EpochHistory, EpochSeed
+from polyhead.engine.callbacks import ConfiguredEarlyStopping, EpochEnd, EpochHistory, EpochSeed, SaveConfigOnStart
 from polyhead.engine.checks import check_config, check_monitor
 from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file, resume_epoch
 from polyhead.engine.devices import training_devices
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
-from polyhead.engine.resume import ConfiguredEarlyStopping, SaveConfigOnStart, check_resume
+from polyhead.engine.resume import check_resume
 from polyhead.engine.progress import epoch_number, progress_callbacks
 from polyhead.engine.summary import metrics_table
 from polyhead.errors import PolyheadError

@@ -14,10 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning as L
-from lightning.pytorch.callbacks import EarlyStopping
-
-from polyhead.config.loading import as_dict, load_config, to_yaml
+from polyhead.config.loading import as_dict, load_config
 from polyhead.config.schema import Config
 from polyhead.errors import ConfigError
 
@@ -79,29 +76,3 @@ def check_resume(run_dir: str | Path, cfg: Config) -> None:
         raise ConfigError(f"cannot resume '{run_dir}' with a changed {shown}{more}: the checkpoint was trained "
                           f"with the saved config; on resume only these may change: {allowed}; start a new run "
                           f"for anything else")
-
-
-class SaveConfigOnStart(L.Callback):
-    """Writes the run's config.yaml when training starts, after Lightning has loaded the checkpoint,
-    so a resume that fails before that leaves the saved config as it was. A run resumed after
-    its last epoch trains no further (no train start): the config is written at fit end."""
-
-    def __init__(self, path: Path, cfg: Config):
-        self.path, self.text = Path(path), to_yaml(cfg)
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.write_text(self.text)
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.write_text(self.text)
-
-
-class ConfiguredEarlyStopping(EarlyStopping):
-    """Lightning's EarlyStopping, whose patience stays the configured one on resume (Lightning's
-    own restores the checkpoint's, which would silently ignore a changed
-    training.early_stopping.patience)."""
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        patience = self.patience
-        super().load_state_dict(state_dict)
-        self.patience = patience

@@ -43,7 +43,7 @@ def test_resumed_method_is_bit_identical_to_the_uninterrupted_run(dataset, crash
     for i, state in full_opt.items():
         assert all(torch.equal(torch.as_tensor(cut_opt[i][k]), torch.as_tensor(v)) for k, v in state.items()), i
     histories = [pd.read_csv(dataset / "runs" / r / "history.csv") for r in ("full", "cut")]
-    assert histories[0]["epoch"].tolist() == [0, 1, 2]
+    assert histories[0]["epoch"].tolist() == [1, 2, 3]
     pd.testing.assert_frame_equal(histories[1], histories[0], check_exact=True)
 
 

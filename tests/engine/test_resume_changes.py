@@ -10,7 +10,7 @@ import yaml
 from lightning.pytorch.callbacks import EarlyStopping
 
 from polyhead.cli.main import main
-from polyhead.engine.resume import ConfiguredEarlyStopping
+from polyhead.engine.callbacks import ConfiguredEarlyStopping
 
 
 @pytest.fixture
@@ -47,12 +47,12 @@ def test_refused_then_allowed_resume(run, capsys):
     assert main(["train", "--resume", str(run), "model.small_cnn.blocks=3"]) == 2
     assert main(["train", "--resume", str(run), "training.epochs=2", "training.early_stopping.enabled=true",
                  "training.progress_bar=false"]) == 0
-    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2]
     saved = yaml.safe_load((run / "config.yaml").read_text())
     assert saved["training"]["epochs"] == 2 and saved["model"]["small_cnn"]["blocks"] == 2
     # nothing left to train: no epoch starts, the config is still saved once the resume has run
     assert main(["train", "--resume", str(run), "training.epochs=2", "data.eval_batch_size=8"]) == 0
-    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [0, 1]
+    assert pd.read_csv(run / "history.csv")["epoch"].tolist() == [1, 2]
     assert yaml.safe_load((run / "config.yaml").read_text())["data"]["eval_batch_size"] == 8
 
 

@@ -127,7 +127,7 @@ def test_tfserving_instances_b64_match_predict_with_identical_keys(server):
     assert response.status_code == 200, response.text
     rows = response.json()["predictions"]
     expected = server["predict"].loc[[f.name for f in files]]
-    columns = [c for c in expected.columns if c not in ("image", "row")]
+    columns = [c for c in expected.columns if c not in ("image", "row", "error")]  # a bad image is a 400 here
     for row, (_, want) in zip(rows, expected.iterrows()):
         assert set(row) == set(columns)  # the same keys as `polyhead predict` writes
         for key in columns:
