@@ -12,6 +12,7 @@ import sys
 import pytest
 import yaml
 
+from polyhead.cli.main import main
 from polyhead.config.loading import load_config
 from polyhead.errors import ConfigError
 
@@ -100,7 +101,14 @@ def run_cli(*args):
                           timeout=300)
 
 
-def test_print_config_through_the_cli(tmp_path):
+def in_process(capsys, *args):
+    """The CLI's own `main` in this process (the first case above runs a real process)."""
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out, err)
+
+
+def test_print_config_through_the_cli(tmp_path, capsys):
     """`polyhead train CFG optimizer=sgd model=resnet18 --print-config`: the chosen presets, and one
     note line per replaced section on stderr (stdout stays YAML)."""
     path = write(tmp_path, FILE_MODEL + FILE_OPTIMIZER)
@@ -114,16 +122,16 @@ def test_print_config_through_the_cli(tmp_path):
                                                                     "polyhead train: note: model=resnet18"]
 
     path = write(tmp_path, "defaults: [{model: resnet18}]\n" + FILE_MODEL)
-    proc = run_cli("train", path, "--print-config")
+    proc = in_process(capsys, "train", path, "--print-config")
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and "contradicts 'model: resnet18'" in proc.stderr
-    proc = run_cli("train", path, "model=resnet18", "model.drop_rate=0.1", "--print-config")
+    proc = in_process(capsys, "train", path, "model=resnet18", "model.drop_rate=0.1", "--print-config")
     printed = yaml.safe_load(proc.stdout)
     assert proc.returncode == 0 and (printed["model"]["backbone"], printed["model"]["drop_rate"]) == ("resnet18", 0.1)
 
     for text, expected in [(FILE_MODEL, ("small_cnn", 0.2, 2)),  # file only
                            ("defaults: [{model: resnet18}]\nmodel: {drop_rate: 0.2}\n", ("resnet18", 0.2, 3))]:
-        proc = run_cli("train", write(tmp_path, text), "--print-config")
+        proc = in_process(capsys, "train", write(tmp_path, text), "--print-config")
         m = yaml.safe_load(proc.stdout)["model"]
         assert proc.returncode == 0 and proc.stderr == ""
         assert (m["backbone"], m["drop_rate"], m["small_cnn"]["blocks"]) == expected
