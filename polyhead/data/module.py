@@ -55,14 +55,14 @@ class Source:
     main: bool  # data.train_table (with data.val_table / data.test_table), else a tasks.<name>.table
 
 
-def _read(cfg: Config, path: str, key: str, folder_task: str | None = None) -> LabelTable:
+def read_source_table(cfg: Config, path: str, key: str, folder_task: str | None = None) -> LabelTable:
     """The table at `path`, named by the config key `key` (data.train_table, tasks.<name>.table, ...)."""
     d = cfg.data
     return read_table(path, image_column=d.image_column, root=d.root, folder_task=folder_task or d.folder_task,
                       key=key)
 
 
-def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: list[str] | None = None,
+def split_source(cfg: Config, table: LabelTable, *, main: bool = True, tasks: list[str] | None = None,
                   need_split_column: bool = True) -> dict[str, LabelTable | None]:
     """train/val/test parts of one source. `tasks` (default: all) are the tasks it labels, for
     `data.stratify`. With several sources, a source without `data.split_column` is split at random
@@ -90,9 +90,9 @@ def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: l
         parts.setdefault("val", None)
         parts.setdefault("test", None)
     if main and d.val_table:
-        parts["val"] = _read(cfg, d.val_table, "data.val_table")
+        parts["val"] = read_source_table(cfg, d.val_table, "data.val_table")
     if main and d.test_table:
-        parts["test"] = _read(cfg, d.test_table, "data.test_table")
+        parts["test"] = read_source_table(cfg, d.test_table, "data.test_table")
     return parts
 
 
@@ -107,7 +107,7 @@ def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> li
     if shared:
         if not cfg.data.train_table:
             raise DataError(f"task(s) {', '.join(shared)} have no table: set data.train_table or tasks.<name>.table")
-        table = _read(cfg, cfg.data.train_table, "data.train_table")
+        table = read_source_table(cfg, cfg.data.train_table, "data.train_table")
         check_columns(table, {n: tasks[n].column for n in shared})
         sources.append(Source(table, shared, main=True))
     elif cfg.data.train_table and console is not None:
@@ -115,7 +115,7 @@ def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> li
                       soft_wrap=True)
     for path, names in own.items():
         # an image folder's class names label its (single) task
-        table = _read(cfg, path, f"tasks.{names[0]}.table",
+        table = read_source_table(cfg, path, f"tasks.{names[0]}.table",
                       folder_task=tasks[names[0]].column if len(names) == 1 else None)
         check_columns(table, {n: tasks[n].column for n in names})
         sources.append(Source(table, names, main=False))
@@ -130,7 +130,7 @@ def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = 
     sources = _sources(cfg, tasks, console)
     # data.split_column must be in some table (a typo is an error); tables without it split at random
     need = not any(cfg.data.split_column in s.table.frame.columns for s in sources)
-    parts = [_split_tables(cfg, s.table, main=s.main, tasks=s.tasks, need_split_column=need) for s in sources]
+    parts = [split_source(cfg, s.table, main=s.main, tasks=s.tasks, need_split_column=need) for s in sources]
     for source, part in zip(sources, parts):
         train = part["train"]  # columns were checked when the source was read
         for name in source.tasks:

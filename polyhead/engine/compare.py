@@ -66,10 +66,10 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     """Write the full config's (stratified) random split as a table with a split column, so every
     single-task run sees exactly the multi-task run's train/val/test rows even though its config
     no longer has the task the split was stratified on."""
-    from polyhead.data.module import _read, _split_tables
+    from polyhead.data.module import read_source_table, split_source
 
-    table = _read(cfg, cfg.data.train_table, "data.train_table")
-    parts = _split_tables(cfg, table, tasks=_main_table_tasks(cfg))
+    table = read_source_table(cfg, cfg.data.train_table, "data.train_table")
+    parts = split_source(cfg, table, tasks=_main_table_tasks(cfg))
     frame = table.frame.copy()
     frame[SPLIT_COLUMN] = "train"
     for name in ("val", "test"):

@@ -83,7 +83,8 @@ def progress_bar(enabled: bool = True) -> Progress:
                     disable=not enabled, transient=True)
 
 
-def _autocast(device: torch.device):
+def inference_autocast(device: torch.device):
+    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing elsewhere."""
     if device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     return nullcontext()
@@ -103,7 +104,7 @@ def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Itera
     with progress_bar(show_progress) as bar:
         job = bar.add_task(description, total=len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
-            with _autocast(device):
+            with inference_autocast(device):
                 logits = model(batch["image"].to(device, non_blocking=True))
             collector.update({k: v.float() for k, v in logits.items()}, batch)
             bar.advance(job)
@@ -118,7 +119,7 @@ def _probabilities(model, tasks: dict[str, Task], images: torch.Tensor, device: 
     if hasattr(model, "probabilities"):
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         return {name: torch.from_numpy(p) for name, p in model.probabilities(x.numpy()).items()}
-    with _autocast(device):
+    with inference_autocast(device):
         logits = model(images.to(device, non_blocking=True))
     return {name: task.activate(logits[name].float()).cpu() for name, task in tasks.items()}
 

@@ -45,13 +45,13 @@ from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.resume import ConfiguredEarlyStopping, SaveConfigOnStart, check_resume
 from polyhead.engine.progress import epoch_number, progress_callbacks
 from polyhead.engine.summary import metrics_table
+from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.summary import model_summary, summary_table
 from polyhead.tasks import Task, build_tasks
 from polyhead.tracking import Trackers, build_trackers
-from polyhead.tracking._run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.weighting import build_weighting
 
 
