@@ -32,7 +32,8 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from polyhead.config.loading import load_config  # noqa: E402
-from polyhead.data.module import build_splits, train_loader  # noqa: E402
+from polyhead.data.loaders import train_loader  # noqa: E402
+from polyhead.data.splits import build_splits  # noqa: E402
 from polyhead.engine.fit import build_model_from_config, quiet_lightning, resolve_precision  # noqa: E402
 from polyhead.engine.module import MultiTaskModule  # noqa: E402
 from polyhead.tasks import build_tasks  # noqa: E402

@@ -37,7 +37,8 @@ def run(args) -> int:
     from rich.markup import escape
 
     from polyhead.cli.common import load_verb_config
-    from polyhead.data.module import build_splits, image_size
+    from polyhead.data.loaders import image_size
+    from polyhead.data.splits import build_splits
     from polyhead.data.transforms import build_train_transform
     from polyhead.data.validation import check_before_training
     from polyhead.errors import ConfigError

@@ -32,7 +32,8 @@ def run(args) -> int:
     from rich.console import Console
 
     from polyhead.cli.common import load_verb_config
-    from polyhead.data.module import build_splits, image_size
+    from polyhead.data.loaders import image_size
+    from polyhead.data.splits import build_splits
     from polyhead.data.validation import SPLITS, print_problems, validate_splits
     from polyhead.errors import PolyheadError
     from polyhead.tasks import build_tasks

@@ -348,7 +348,7 @@ def check_before_training(cfg, tasks: dict, splits, console=None):
     d = cfg.data
     if d.validate == "off":
         return splits
-    from polyhead.data.module import image_size
+    from polyhead.data.loaders import image_size
 
     report = validate_splits({n: getattr(splits, n) for n in SPLITS}, tasks, mode=d.validate,
                              image_column=d.image_column, channels=d.channels, size=image_size(d),

@@ -28,7 +28,7 @@ from rich.table import Table
 
 from polyhead.config.schema import Config
 from polyhead.engine.checks import check_config
-from polyhead.data.module import image_size
+from polyhead.data.loaders import image_size
 from polyhead.errors import PolyheadError
 
 # The metrics compared per task type (the first is the headline one).
@@ -66,7 +66,7 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     """Write the full config's (stratified) random split as a table with a split column, so every
     single-task run sees exactly the multi-task run's train/val/test rows even though its config
     no longer has the task the split was stratified on."""
-    from polyhead.data.module import read_source_table, split_source
+    from polyhead.data.splits import read_source_table, split_source
 
     table = read_source_table(cfg, cfg.data.train_table, "data.train_table")
     parts = split_source(cfg, table, tasks=_main_table_tasks(cfg))

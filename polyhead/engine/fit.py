@@ -33,7 +33,8 @@ from rich.console import Console
 
 from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
-from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
+from polyhead.data.loaders import eval_loader, image_size, train_loader
+from polyhead.data.splits import DataSplits, build_splits
 from polyhead.data.validation import check_before_training, write_skipped_rows
 from polyhead.engine.callbacks import EpochEnd, EpochHistory, EpochSeed
 from polyhead.engine.checks import check_config, check_monitor

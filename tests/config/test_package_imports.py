@@ -112,20 +112,20 @@ def test_the_private_import_scan_sees_each_form(tmp_path, monkeypatch):
         (root / folder).mkdir(parents=True)
         (root / folder / "__init__.py").write_text("")
     (root / "__init__.py").write_text("")
-    (root / "data" / "module.py").write_text("def _read(): ...\n")
+    (root / "data" / "splits.py").write_text("def _read(): ...\n")
     (root / "data" / "preparers" / "_idx.py").write_text("X = 1\n")
     (root / "data" / "preparers" / "mnist.py").write_text("from polyhead.data.preparers._idx import X\n")
-    (root / "engine" / "a.py").write_text("from polyhead.data.module import _read\n")
+    (root / "engine" / "a.py").write_text("from polyhead.data.splits import _read\n")
     (root / "engine" / "b.py").write_text("from polyhead.data.preparers import _idx\n")
-    (root / "engine" / "c.py").write_text("import polyhead.data.module as m\nm._read()\n")
-    (root / "serving" / "d.py").write_text("from polyhead.data import module\nmodule._read()\n")
+    (root / "engine" / "c.py").write_text("import polyhead.data.splits as m\nm._read()\n")
+    (root / "serving" / "d.py").write_text("from polyhead.data import splits\nsplits._read()\n")
     (root / "tasks.py").write_text("def _helper(): ...\n")
-    (root / "data" / "e.py").write_text("from polyhead.tasks import _helper\nfrom polyhead.data.module import _read\n")
+    (root / "data" / "e.py").write_text("from polyhead.tasks import _helper\nfrom polyhead.data.splits import _read\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", root)
     assert private_imports(root.rglob("*.py")) == [
         "polyhead.data.e uses polyhead.tasks._helper (private to polyhead.tasks)",
-        "polyhead.engine.a uses polyhead.data.module._read (private to polyhead.data)",
+        "polyhead.engine.a uses polyhead.data.splits._read (private to polyhead.data)",
         "polyhead.engine.b uses polyhead.data.preparers._idx (private to polyhead.data.preparers)",
-        "polyhead.engine.c uses polyhead.data.module._read (private to polyhead.data)",
-        "polyhead.serving.d uses polyhead.data.module._read (private to polyhead.data)",
+        "polyhead.engine.c uses polyhead.data.splits._read (private to polyhead.data)",
+        "polyhead.serving.d uses polyhead.data.splits._read (private to polyhead.data)",
     ]

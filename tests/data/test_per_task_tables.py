@@ -9,7 +9,8 @@ import pytest
 
 from polyhead.cli.main import main
 from polyhead.config.loading import load_config
-from polyhead.data.module import build_splits, train_loader
+from polyhead.data.loaders import train_loader
+from polyhead.data.splits import build_splits
 from polyhead.data.sampling import SourceSampler, source_probabilities
 from polyhead.errors import ConfigError, DataError
 from polyhead.tasks import build_tasks

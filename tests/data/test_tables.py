@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from polyhead.config.loading import load_config
-from polyhead.data.module import build_splits
+from polyhead.data.splits import build_splits
 from polyhead.data.tables import random_split, read_table, split_by_column
 from polyhead.errors import DataError
 from polyhead.tasks import build_tasks

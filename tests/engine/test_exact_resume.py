@@ -59,7 +59,7 @@ def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, crash_at):
 def test_augmentation_is_a_function_of_seed_epoch_and_position(dataset):
     from polyhead.config.loading import load_config
     from polyhead.data.dataset import MultiTaskDataset
-    from polyhead.data.module import build_splits
+    from polyhead.data.splits import build_splits
     from polyhead.data.transforms import build_train_transform
     from polyhead.tasks import build_tasks
 

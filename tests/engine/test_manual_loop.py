@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from polyhead.config.loading import load_config
 from polyhead.data.dataset import MultiTaskDataset
-from polyhead.data.module import build_splits
+from polyhead.data.splits import build_splits
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import recompute_losses, task_losses
 from polyhead.model.backbones import build_backbone

@@ -1,4 +1,5 @@
-"""Config -> train/val/test splits (encoded) -> DataLoaders. The one place data is assembled.
+"""Config -> train/val/test splits (encoded): the one place the label tables become splits
+(`polyhead.data.loaders` turns a split into a DataLoader).
 
 A *source* is one label table: `data.train_table` for the tasks without a table of their own,
 and each `tasks.<name>.table`. Every source is split on its own; the splits concatenate them."""
@@ -7,23 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from rich.console import Console
 from rich.markup import escape
-from torch.utils.data import DataLoader
 
-from polyhead.config.schema import Config, DataConfig
-from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, concat_splits, encode_table
-from polyhead.data.sampling import SourceSampler
+from polyhead.config.schema import Config
+from polyhead.data.dataset import EncodedSplit, concat_splits, encode_table
 from polyhead.data.tables import LabelTable, check_columns, quoted, random_split, read_table, split_by_column
-from polyhead.data.transforms import build_train_transform
 from polyhead.errors import DataError
 from polyhead.tasks import Task, is_missing, label_str
-
-
-def image_size(data: DataConfig) -> tuple[int, int]:
-    s = list(data.image_size)
-    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
 
 
 @dataclass
@@ -153,31 +145,3 @@ def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = 
         if count == 0:
             raise DataError(f"task '{name}' has no labelled row in the training split ({quoted(train_sources[name])})")
     return DataSplits(encoded["train"], encoded["val"], encoded["test"])
-
-
-def _loader(split: EncodedSplit, cfg: Config, *, train: bool, batch_size: int) -> DataLoader:
-    d = cfg.data
-    size = image_size(d)
-    transform = build_train_transform(d.augment, size, d.channels) if train else None
-    ds = MultiTaskDataset(split, channels=d.channels, size=size, transform=transform, seed=cfg.training.seed)
-    sampler = None
-    if train:  # order and augmentation depend on (seed, epoch) only: a resumed run repeats them exactly
-        # several tables: data.sampling mixes them; one table: every row once per epoch, shuffled
-        mode = d.sampling if len(split.source_names) > 1 else "proportional"
-        sampler = SourceSampler(split.sources, mode=mode, temperature=d.sampling_temperature,
-                                seed=cfg.training.seed, tag_epoch=True)
-    # its own generator (for the workers' base seed): creating an iterator leaves the global RNG alone
-    generator = torch.Generator().manual_seed(cfg.training.seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
-                      drop_last=train and len(ds) > batch_size,
-                      num_workers=d.num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=d.num_workers > 0, generator=generator)
-
-
-def train_loader(split: EncodedSplit, cfg: Config) -> DataLoader:
-    return _loader(split, cfg, train=True, batch_size=cfg.data.batch_size)
-
-
-def eval_loader(split: EncodedSplit, cfg: Config) -> DataLoader:
-    bs = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    return _loader(split, cfg, train=False, batch_size=bs)
