@@ -87,8 +87,8 @@ def main() -> None:
     cfg = load_config(args.config, [f"data.train_table={data / 'train.parquet'}", "~data.test_table",
                                     "data.val_fraction=0.0", *args.overrides])
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks)
-    loader = train_loader(splits.train, cfg)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed)
+    loader = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
 
     # The model-only bound: the same batches, decoded once and held in memory.
     cached, it = [], iter(loader)

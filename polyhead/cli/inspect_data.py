@@ -51,8 +51,9 @@ def run(args) -> int:
     cfg = load_verb_config("inspect-data", config_path, args.overrides)
     console = Console()
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks, console)
-    splits = check_before_training(cfg, tasks, splits, console)  # train's image check and data.on_bad_image
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed, console=console)
+    splits = check_before_training(cfg.data, tasks, splits, console, progress=cfg.training.progress_bar,
+                                   output_dir=cfg.output_dir)  # train's image check and data.on_bad_image
     d = cfg.data
     size = image_size(d)
     out = Path(args.out) if args.out else (

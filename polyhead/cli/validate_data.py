@@ -41,7 +41,7 @@ def run(args) -> int:
     cfg = load_verb_config("validate-data", Path(args.config), list(args.overrides))
     console = Console()
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks, console)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed, console=console)
     mode = "full" if args.full or cfg.data.validate == "full" else "header"
     d = cfg.data
     report = validate_splits({n: getattr(splits, n) for n in SPLITS}, tasks, mode=mode,

@@ -67,9 +67,11 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     single-task run sees exactly the multi-task run's train/val/test rows even though its config
     no longer has the task the split was stratified on."""
     from polyhead.data.splits import read_source_table, split_source
+    from polyhead.tasks import build_tasks
 
-    table = read_source_table(cfg, cfg.data.train_table, "data.train_table")
-    parts = split_source(cfg, table, tasks=_main_table_tasks(cfg))
+    table = read_source_table(cfg.data, cfg.data.train_table, "data.train_table")
+    labelled = build_tasks({name: cfg.tasks[name] for name in _main_table_tasks(cfg)})
+    parts = split_source(cfg.data, table, labelled, seed=cfg.training.seed)
     frame = table.frame.copy()
     frame[SPLIT_COLUMN] = "train"
     for name in ("val", "test"):

@@ -170,8 +170,9 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     L.seed_everything(cfg.training.seed, workers=True, verbose=False)
     set_cpu_threads(cfg, console)
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks, console)
-    splits = check_before_training(cfg, tasks, splits, console)  # data.validate, data.on_bad_image
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed, console=console)
+    splits = check_before_training(cfg.data, tasks, splits, console, progress=cfg.training.progress_bar,
+                                   output_dir=cfg.output_dir)  # data.validate, data.on_bad_image
     for name, task in tasks.items():  # write inferred classes into the saved config
         cfg.tasks[name].classes = list(task.classes)
     check_monitor(cfg)  # again, now that the class counts are known (top-k accuracy needs k < classes)
@@ -199,10 +200,10 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     trainer = _trainer(cfg, run_dir, has_val, console, tasks, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
-    train = train_loader(splits.train, cfg)
+    train = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
     if ckpt is not None:  # persistent workers draw the first epoch's rows before Lightning calls set_epoch
         train.sampler.set_epoch(resume_epoch(ckpt))
-    trainer.fit(module, train, eval_loader(splits.val, cfg) if has_val else None,
+    trainer.fit(module, train, eval_loader(splits.val, cfg.data, seed=cfg.training.seed) if has_val else None,
                 ckpt_path=ckpt, weights_only=True)
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
@@ -215,7 +216,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
         split = getattr(splits, split_name)
         if split is not None and len(split):
             metrics[split_name], split_outputs = evaluate_model(
-                model, tasks, eval_loader(split, cfg), device=device, description=f"evaluating {split_name}",
+                model, tasks, eval_loader(split, cfg.data, seed=cfg.training.seed), device=device, description=f"evaluating {split_name}",
                 show_progress=live_progress(cfg, console), return_outputs=True)
             outputs[split_name] = (split_outputs, split.paths)
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))

@@ -45,7 +45,7 @@ def _edit(path, *replacements):
 def _splits(root, overrides=()):
     cfg = load_config(root / "config.yaml", list(overrides))
     tasks = build_tasks(cfg.tasks)
-    return cfg, tasks, build_splits(cfg, tasks)
+    return cfg, tasks, build_splits(cfg.data, tasks, seed=cfg.training.seed)
 
 
 def test_sources_are_split_and_concatenated_with_masks(per_task):
@@ -149,10 +149,10 @@ def test_train_loader_mixes_sources_only_for_several_sources(per_task):
     from polyhead.data.dataset import EncodedSplit
 
     cfg, _, splits = _splits(per_task, ["data.sampling=round_robin"])
-    loader = train_loader(splits.train, cfg)
+    loader = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
     assert isinstance(loader.sampler, SourceSampler) and loader.sampler.mode == "round_robin"
     single = EncodedSplit(paths=splits.train.paths, rows=splits.train.rows, source="one")
-    sampler = train_loader(single, cfg).sampler  # one table: every row once per epoch, order from (seed, epoch)
+    sampler = train_loader(single, cfg.data, seed=cfg.training.seed).sampler  # one table: every row once per epoch, order from (seed, epoch)
     assert isinstance(sampler, SourceSampler) and sampler.mode == "proportional"
     sampler.set_epoch(3)
     drawn = list(sampler)

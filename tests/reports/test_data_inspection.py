@@ -129,7 +129,7 @@ def test_label_counts_and_warnings_of_a_multilabel_task(dataset):
 
     cfg = load_config(dataset / "config.yaml", ["data.val_fraction=0"])
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed)
     counts = label_counts(splits.train, tasks)
     labels = pd.read_csv(dataset / "labels.csv")
     tags = labels["tags"].dropna()
