@@ -34,7 +34,8 @@ import torch  # noqa: E402
 from polyhead.config.loading import load_config  # noqa: E402
 from polyhead.data.loaders import train_loader  # noqa: E402
 from polyhead.data.splits import build_splits  # noqa: E402
-from polyhead.engine.fit import build_model_from_config, quiet_lightning, resolve_precision  # noqa: E402
+from polyhead.engine.fit import build_model_from_config, quiet_lightning  # noqa: E402
+from polyhead.engine.precision import resolve_precision  # noqa: E402
 from polyhead.engine.module import MultiTaskModule  # noqa: E402
 from polyhead.tasks import build_tasks  # noqa: E402
 from polyhead.weighting import build_weighting  # noqa: E402

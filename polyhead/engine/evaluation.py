@@ -6,12 +6,12 @@ that carry a label for that task, so each task is scored on its own rows only.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any, Iterable
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from polyhead.engine.precision import autocast
 from polyhead.tasks import Task
 
 
@@ -83,13 +83,6 @@ def progress_bar(enabled: bool = True) -> Progress:
                     disable=not enabled, transient=True)
 
 
-def inference_autocast(device: torch.device):
-    """Mixed precision on CUDA (bfloat16 where supported, else float16); nothing elsewhere."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return nullcontext()
-
-
 @torch.inference_mode()
 def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable, *,
                    device: torch.device | str = "cpu", description: str = "evaluating",
@@ -104,7 +97,7 @@ def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Itera
     with progress_bar(show_progress) as bar:
         job = bar.add_task(description, total=len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
-            with inference_autocast(device):
+            with autocast(device):
                 logits = model(batch["image"].to(device, non_blocking=True))
             collector.update({k: v.float() for k, v in logits.items()}, batch)
             bar.advance(job)
@@ -119,7 +112,7 @@ def _probabilities(model, tasks: dict[str, Task], images: torch.Tensor, device: 
     if hasattr(model, "probabilities"):
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         return {name: torch.from_numpy(p) for name, p in model.probabilities(x.numpy()).items()}
-    with inference_autocast(device):
+    with autocast(device):
         logits = model(images.to(device, non_blocking=True))
     return {name: task.activate(logits[name].float()).cpu() for name, task in tasks.items()}
 
