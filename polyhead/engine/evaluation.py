@@ -6,11 +6,12 @@ that carry a label for that task, so each task is scored on its own rows only.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from polyhead.data.dataset import Batch
 from polyhead.engine.precision import autocast
 from polyhead.tasks import Task
 
@@ -35,7 +36,7 @@ class OutputCollector:
         self._masks: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
         self.rows = 0  # rows seen (labelled or not)
 
-    def update(self, logits: dict[str, torch.Tensor], batch: dict) -> None:
+    def update(self, logits: dict[str, torch.Tensor], batch: Batch) -> None:
         size = next(iter(logits.values())).shape[0] if logits else 0
         if self.max_rows is not None and self.rows >= self.max_rows:
             return
@@ -84,7 +85,7 @@ def progress_bar(enabled: bool = True) -> Progress:
 
 
 @torch.inference_mode()
-def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable, *,
+def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable[Batch], *,
                    device: torch.device | str = "cpu", description: str = "evaluating",
                    show_progress: bool = True, return_outputs: bool = False):
     """Run the model over a labelled loader; returns {task: metrics} (each with `n` scored rows).
@@ -118,8 +119,8 @@ def _probabilities(model, tasks: dict[str, Task], images: torch.Tensor, device: 
 
 
 @torch.inference_mode()
-def predict_batches(model, tasks: dict[str, Task], loader: Iterable, *,
-                    device: torch.device | str = "cpu", show_progress: bool = True):
+def predict_batches(model, tasks: dict[str, Task], loader: Iterable[Batch], *, device: torch.device | str = "cpu",
+                    show_progress: bool = True) -> Iterator[tuple[Batch, dict[str, list]]]:
     """Yield one dict of prediction columns per batch (streaming: memory does not grow with N).
 
     `model`: a torch model, or a runner with `probabilities` (see `_probabilities`)."""

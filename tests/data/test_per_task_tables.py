@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from polyhead.cli.main import main
 from polyhead.config.loading import load_config
@@ -174,3 +175,26 @@ def test_train_end_to_end_with_per_task_tables(per_task):
                                         str(per_task / "quadrant.csv") + " [train]": 128,
                                         str(per_task / "red" / "red.csv") + " [train]": 64}
     assert data["val"]["labelled"] == {"quadrant": 32, "red": 16, "tags": 8}
+
+
+def test_a_loader_yields_the_documented_batch(per_task):
+    """data.dataset.Batch is what a loader yields: exactly its keys, its dtypes and shapes, each
+    row's `row` and `index` pointing back at the split; prediction batches add `error`."""
+    from polyhead.data.dataset import Batch, MultiTaskDataset, PredictionBatch
+    from polyhead.data.loaders import eval_loader
+
+    cfg, tasks, splits = _splits(per_task)
+    batch = next(iter(eval_loader(splits.train, cfg.data, seed=0)))
+    assert set(batch) == Batch.__required_keys__ == {"image", "targets", "mask", "row", "index"}
+    index = batch["index"]
+    b = len(index)
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (b, 3, 16, 16)
+    assert set(batch["targets"]) == set(batch["mask"]) == set(tasks)
+    for name in tasks:
+        assert batch["mask"][name].dtype == torch.bool and batch["mask"][name].shape == (b,)
+        assert batch["mask"][name].tolist() == splits.train.masks[name][index.numpy()].tolist()
+    assert batch["targets"]["tags"].shape == (b, len(tasks["tags"].classes))
+    assert batch["row"].tolist() == splits.train.rows[index.numpy()].tolist()
+    item = MultiTaskDataset(splits.train, channels=3, size=(16, 16), on_bad_image="skip")[0]
+    assert set(item) == PredictionBatch.__required_keys__ | PredictionBatch.__optional_keys__
+    assert item["error"] == "" and int(item["index"]) == 0
