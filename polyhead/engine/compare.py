@@ -26,9 +26,9 @@ from rich.console import Console
 from rich.table import Table
 
 from polyhead.config.schema import Config
+from polyhead.data.loaders import image_size
 from polyhead.engine.checks import check_config
 from polyhead.engine.precision import autocast
-from polyhead.data.loaders import image_size
 from polyhead.errors import PolyheadError
 from polyhead.tasks import Task
 
