@@ -32,8 +32,10 @@ import lightning as L  # noqa: E402
 import torch  # noqa: E402
 
 from polyhead.config.loading import load_config  # noqa: E402
-from polyhead.data.module import build_splits, train_loader  # noqa: E402
-from polyhead.engine.fit import build_model_from_config, quiet_lightning, resolve_precision  # noqa: E402
+from polyhead.data.loaders import train_loader  # noqa: E402
+from polyhead.data.splits import build_splits  # noqa: E402
+from polyhead.engine.fit import build_model_from_config, quiet_lightning  # noqa: E402
+from polyhead.engine.precision import resolve_precision  # noqa: E402
 from polyhead.engine.module import MultiTaskModule  # noqa: E402
 from polyhead.tasks import build_tasks  # noqa: E402
 from polyhead.weighting import build_weighting  # noqa: E402
@@ -86,8 +88,8 @@ def main() -> None:
     cfg = load_config(args.config, [f"data.train_table={data / 'train.parquet'}", "~data.test_table",
                                     "data.val_fraction=0.0", *args.overrides])
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks)
-    loader = train_loader(splits.train, cfg)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed)
+    loader = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
 
     # The model-only bound: the same batches, decoded once and held in memory.
     cached, it = [], iter(loader)

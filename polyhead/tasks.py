@@ -63,7 +63,16 @@ class Task:
     """Base class. Subclasses set `type` and implement the abstract methods."""
 
     type: ClassVar[str] = ""
-    main_metric: ClassVar[str] = "accuracy"
+    #: The metrics summaries show for this type (the terminal table after training and `evaluate`),
+    #: most telling first. The first is `main_metric`: the one the per-epoch lines, the learning
+    #: curves, training's `train/<task>/<metric>` and `compare` report.
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
+    main_metric: ClassVar[str] = ""  # headline_metrics[0], set for each subclass
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.headline_metrics:
+            cls.main_metric = cls.headline_metrics[0]
 
     def __init__(self, name: str, config: TaskConfig):
         self.name = name
@@ -169,7 +178,7 @@ def _numeric_hint(task: Task, key: str) -> str:
 
 class MulticlassTask(Task):
     type = "multiclass"
-    main_metric = "accuracy"
+    headline_metrics = ("accuracy", "top3_accuracy", "top5_accuracy", "macro_f1")
 
     def encode(self, column, table):
         index = {c: i for i, c in enumerate(self.classes)}
@@ -242,7 +251,7 @@ _FALSE = {"0", "false", "no", "n", "f", "neg", "negative"}
 
 class BinaryTask(Task):
     type = "binary"
-    main_metric = "f1"
+    headline_metrics = ("f1", "accuracy", "auroc", "average_precision")
 
     def __init__(self, name: str, config: TaskConfig):
         super().__init__(name, config)
@@ -372,7 +381,7 @@ def _pair(token: str) -> str:
 
 class MultilabelTask(Task):
     type = "multilabel"
-    main_metric = "micro_f1"
+    headline_metrics = ("micro_f1", "macro_f1", "mAP", "exact_match")
 
     def _split(self, value) -> list[str] | None:
         """A cell -> list of labels; None when the cell is missing. '[]' or an empty list = no labels."""

@@ -246,3 +246,26 @@ def test_a_saved_binary_task_keeps_the_class_order_its_head_was_trained_with():
     old = {"name": "b", "type": "binary", "classes": ["yes", "no"], "positive": "yes"}
     t = task_from_dict(old)
     assert t.classes == ["yes", "no"] and t.decode(torch.tensor([[0.9]]))["b"] == ["no"]
+
+
+def test_each_task_type_owns_its_headline_metrics():
+    """One home for the headline metrics: the Task class. Its first is the main metric (per-epoch
+    lines, curves, train/<task>/<metric>), every one is a metric the type reports, and the
+    terminal table and `compare` read them from the class."""
+    from polyhead.engine.compare import compared_metrics
+    from polyhead.engine.summary import metrics_table
+    from polyhead.tasks import TASK_TYPES
+
+    assert {name: cls.main_metric for name, cls in TASK_TYPES.items()} == {
+        "multiclass": "accuracy", "binary": "f1", "multilabel": "micro_f1"}
+    for name, cls in TASK_TYPES.items():
+        config = TaskConfig(type=name, classes=[str(i) for i in range(10)], top_k=3)
+        assert cls.main_metric == cls.headline_metrics[0]
+        reported = set(cls.scalar_metrics(config)) | {"top5_accuracy"}  # top-k: whichever k is configured
+        assert set(cls.headline_metrics) <= reported, name
+    binary = build_task("red", TaskConfig(type="binary", classes=["no", "yes"]))
+    assert compared_metrics(binary) == ("f1", "accuracy")
+    assert compared_metrics(build_task("tags", TaskConfig(type="multilabel", classes=["a", "b"]))) == ("micro_f1",)
+    table = metrics_table({"red": {"n": 4, "accuracy": 0.75, "f1": 0.5, "precision": 1.0}}, {"red": binary}, "t")
+    shown = next(iter(table.columns[3].cells))
+    assert shown == "f1 0.5000  accuracy 0.7500"  # headline order; precision is not a headline metric

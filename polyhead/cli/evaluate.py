@@ -47,7 +47,7 @@ def run(args) -> int:
         from polyhead.reports.html import write_report
 
         console.print(f"plots: {plots_dir}\nreport: {write_report(run_dir)}")
-    from polyhead.tracking._run import log_evaluation
+    from polyhead.engine.tracked_run import log_evaluation
 
     log_evaluation(run_dir, args.table, metrics, out, console)  # into the training's MLflow run, if any
     return 0

@@ -37,21 +37,18 @@ def run(args) -> int:
     from rich.markup import escape
 
     from polyhead.cli.common import load_verb_config
-    from polyhead.data.module import build_splits, image_size
+    from polyhead.data.loaders import image_size
     from polyhead.data.transforms import build_train_transform
-    from polyhead.data.validation import check_before_training
+    from polyhead.engine.data import build_data
     from polyhead.errors import ConfigError
     from polyhead.reports.data_inspection import inspect_splits
-    from polyhead.tasks import build_tasks
 
     if args.samples < 1 or args.draws < 1:
         raise ConfigError(f"--samples and --draws must be at least 1, got {args.samples} and {args.draws}")
     config_path = Path(args.config)
     cfg = load_verb_config("inspect-data", config_path, args.overrides)
     console = Console()
-    tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks, console)
-    splits = check_before_training(cfg, tasks, splits, console)  # train's image check and data.on_bad_image
+    tasks, splits = build_data(cfg, console)  # as train builds them, with its image check and data.on_bad_image
     d = cfg.data
     size = image_size(d)
     out = Path(args.out) if args.out else (

@@ -32,15 +32,14 @@ def run(args) -> int:
     from rich.console import Console
 
     from polyhead.cli.common import load_verb_config
-    from polyhead.data.module import build_splits, image_size
+    from polyhead.data.loaders import image_size
     from polyhead.data.validation import SPLITS, print_problems, validate_splits
+    from polyhead.engine.data import build_data
     from polyhead.errors import PolyheadError
-    from polyhead.tasks import build_tasks
 
     cfg = load_verb_config("validate-data", Path(args.config), list(args.overrides))
     console = Console()
-    tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks, console)
+    tasks, splits = build_data(cfg, console, check_images=False)  # the images are checked below
     mode = "full" if args.full or cfg.data.validate == "full" else "header"
     d = cfg.data
     report = validate_splits({n: getattr(splits, n) for n in SPLITS}, tasks, mode=mode,

@@ -1,19 +1,9 @@
-"""Encoded splits and the torch Dataset that yields batches.
-
-A batch (after the default collate) is:
-    {"image":  uint8 [B, C, H, W],
-     "targets": {task: Tensor[B] or Tensor[B, K]},
-     "mask":    {task: bool [B]},
-     "row":     int64 [B]   (1-based row of the source table, for messages),
-     "index":   int64 [B]   (position in the split),
-     "error":   list[str]   (only with on_bad_image="skip", for prediction: why each image could
-                             not be read, "" when it could; an unreadable image is all zeros)}
-"""
+"""Encoded splits, the torch Dataset that yields their rows, and `Batch`, what a loader yields."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection
+from typing import Callable, Collection, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -25,6 +15,24 @@ from polyhead.data.seeds import AUGMENT, derive_seed
 from polyhead.data.tables import LabelTable, check_columns
 from polyhead.errors import ImageError
 from polyhead.tasks import Task
+
+
+class Batch(TypedDict):
+    """What a DataLoader over a `MultiTaskDataset` yields (default collate; an item of the dataset
+    has the same keys without the batch dimension B). Every task of the split has a key in
+    `targets` and `mask`; a row not labelled for a task has mask False and a filler target."""
+
+    image: torch.Tensor  # uint8 [B, C, H, W]
+    targets: dict[str, torch.Tensor]  # {task: int64 [B] (multiclass), float [B] (binary), float [B, K] (multilabel)}
+    mask: dict[str, torch.Tensor]  # {task: bool [B]}, True where the row is labelled for the task
+    row: torch.Tensor  # int64 [B]: 1-based row of the source table, for messages
+    index: torch.Tensor  # int64 [B]: position in the split (EncodedSplit.paths[index] is the image)
+
+
+class PredictionBatch(Batch, total=False):
+    """A `Batch` of a dataset with on_bad_image="skip" (prediction)."""
+
+    error: list[str]  # [B]: why each image could not be read, "" when it could (an unreadable image is all zeros)
 
 
 @dataclass
@@ -130,7 +138,7 @@ class MultiTaskDataset(Dataset):
     def __len__(self) -> int:
         return len(self.split)
 
-    def __getitem__(self, item: int | tuple[int, int]) -> dict:
+    def __getitem__(self, item: int | tuple[int, int]) -> Batch | PredictionBatch:
         epoch, i = item if isinstance(item, tuple) else (None, item)
         image, error = self._image(i)
         if self.transform is not None and epoch is not None:
@@ -140,13 +148,10 @@ class MultiTaskDataset(Dataset):
                 image = self.transform(image)
         elif self.transform is not None:
             image = self.transform(image)
-        item = {
-            "image": image,
-            "targets": {t: torch.as_tensor(v[i]) for t, v in self.split.targets.items()},
-            "mask": {t: torch.as_tensor(bool(m[i])) for t, m in self.split.masks.items()},
-            "row": torch.as_tensor(int(self.split.rows[i])),
-            "index": torch.as_tensor(i),
-        }
+        sample = Batch(image=image,
+                       targets={t: torch.as_tensor(v[i]) for t, v in self.split.targets.items()},
+                       mask={t: torch.as_tensor(bool(m[i])) for t, m in self.split.masks.items()},
+                       row=torch.as_tensor(int(self.split.rows[i])), index=torch.as_tensor(i))
         if self.on_bad_image == "skip":
-            item["error"] = error
-        return item
+            return PredictionBatch(**sample, error=error)
+        return sample

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from polyhead.config.schema import DataConfig
 from polyhead.data.dataset import EncodedSplit
 from polyhead.errors import DataError, ImageError, PolyheadError
 
@@ -327,7 +328,7 @@ def drop_bad_rows(splits, report: ValidationReport, tasks: dict) -> tuple[dict[s
     return counts, rows
 
 
-def _bad_list_path(output_dir: str) -> Path:
+def _bad_list_path(output_dir: str | Path) -> Path:
     """Where the full list goes when training stops: output_dir/bad_images.csv, else the temp folder."""
     for folder in (Path(output_dir).expanduser(), Path(tempfile.gettempdir())):
         try:
@@ -341,24 +342,27 @@ def _bad_list_path(output_dir: str) -> Path:
     return Path(tempfile.mkstemp(prefix="polyhead-bad_images-", suffix=".csv")[1])
 
 
-def check_before_training(cfg, tasks: dict, splits, console=None):
+def check_before_training(data: DataConfig, tasks: dict, splits, console=None, *, progress: bool = False,
+                          output_dir: str | Path = "."):
     """`data.validate` before `polyhead train` and `polyhead inspect-data`: warnings are printed;
-    bad images stop the run (`data.on_bad_image=error`) or their rows are dropped (`skip`).
+    bad images stop the run (`data.on_bad_image=error`, the full list written to
+    `output_dir`/bad_images.csv) or their rows are dropped (`skip`). `data`: the config's data
+    section; `progress`: show a bar while checking (with a console).
     Returns `splits` (a DataSplits, its `warnings` set, and `skipped` / `skipped_rows` with skip)."""
-    d = cfg.data
+    d = data
     if d.validate == "off":
         return splits
-    from polyhead.data.module import image_size
+    from polyhead.data.loaders import image_size
 
     report = validate_splits({n: getattr(splits, n) for n in SPLITS}, tasks, mode=d.validate,
                              image_column=d.image_column, channels=d.channels, size=image_size(d),
-                             progress=cfg.training.progress_bar and console is not None)
+                             progress=progress and console is not None)
     splits.warnings = [p.line() for p in report.warnings]
     if console is not None:
         print_problems(console, report.warnings, limit=10)
     errors = report.errors
     if errors and d.on_bad_image == "error":
-        path = report.write(_bad_list_path(cfg.output_dir))
+        path = report.write(_bad_list_path(output_dir))
         raise DataError(f"cannot read images: {len(errors)} bad image(s) found by data.validate={d.validate}, "
                         f"the first: {errors[0].line()}; full list: {path}; to go on without those rows set "
                         f"data.on_bad_image=skip")

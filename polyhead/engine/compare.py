@@ -19,7 +19,6 @@ import copy
 import json
 import math
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -27,16 +26,12 @@ from rich.console import Console
 from rich.table import Table
 
 from polyhead.config.schema import Config
+from polyhead.data.loaders import image_size
 from polyhead.engine.checks import check_config
-from polyhead.data.module import image_size
+from polyhead.engine.precision import autocast
 from polyhead.errors import PolyheadError
+from polyhead.tasks import Task
 
-# The metrics compared per task type (the first is the headline one).
-MAIN_METRICS = {
-    "multiclass": ("accuracy",),
-    "binary": ("f1", "accuracy"),
-    "multilabel": ("micro_f1",),
-}
 SPLIT_COLUMN = "_polyhead_compare_split"
 MTL = "multitask"
 
@@ -66,10 +61,12 @@ def _materialise_split(cfg: Config, folder: Path) -> Path:
     """Write the full config's (stratified) random split as a table with a split column, so every
     single-task run sees exactly the multi-task run's train/val/test rows even though its config
     no longer has the task the split was stratified on."""
-    from polyhead.data.module import _read, _split_tables
+    from polyhead.data.splits import read_source_table, split_source
+    from polyhead.tasks import build_tasks
 
-    table = _read(cfg, cfg.data.train_table, "data.train_table")
-    parts = _split_tables(cfg, table, tasks=_main_table_tasks(cfg))
+    table = read_source_table(cfg.data, cfg.data.train_table, "data.train_table")
+    labelled = build_tasks({name: cfg.tasks[name] for name in _main_table_tasks(cfg)})
+    parts = split_source(cfg.data, table, labelled, seed=cfg.training.seed)
     frame = table.frame.copy()
     frame[SPLIT_COLUMN] = "train"
     for name in ("val", "test"):
@@ -102,11 +99,17 @@ def _use_split_table(sub: Config, path: Path) -> None:
     d.val_fraction = d.test_fraction = 0.0
 
 
-def _metric_values(metrics: dict, task: str, task_type: str) -> dict[str, float | None]:
+def compared_metrics(task: Task) -> tuple[str, ...]:
+    """The metrics compared for `task`: its main metric, then accuracy where its type reports
+    accuracy among its headline metrics (multiclass: accuracy; binary: f1, accuracy; multilabel: micro_f1)."""
+    return tuple(dict.fromkeys(m for m in (task.main_metric, "accuracy") if m in task.headline_metrics))
+
+
+def _metric_values(metrics: dict, task: Task) -> dict[str, float | None]:
     split = "test" if "test" in metrics else "val"
-    values = metrics.get(split, {}).get(task, {})
+    values = metrics.get(split, {}).get(task.name, {})
     out = {}
-    for key in MAIN_METRICS[task_type]:
+    for key in compared_metrics(task):
         v = values.get(key)
         out[key] = float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
     return out
@@ -129,16 +132,7 @@ def measure_inference(models: list[torch.nn.Module], cfg: Config, iters: int = 2
     images = torch.randint(0, 256, (batch_size, cfg.data.channels, h, w), dtype=torch.uint8, generator=gen).to(device)
     for m in models:
         m.eval()
-    precision = str(cfg.training.precision)
-    autocast = nullcontext()
-    if device.type == "cuda" and precision != "32":
-        from polyhead.engine.fit import resolve_precision
-
-        resolved = resolve_precision(precision, cfg.training.accelerator)
-        if resolved != "32-true":
-            dtype = torch.bfloat16 if resolved.startswith("bf16") else torch.float16
-            autocast = torch.autocast("cuda", dtype=dtype)
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, str(cfg.training.precision)):  # as the models were trained
         for _ in range(warmup):
             for m in models:
                 m(images)
@@ -184,8 +178,8 @@ def compare(cfg: Config, console: Console | None = None, inference_iters: int = 
     tasks = {}
     for name, task in mtl.tasks.items():
         single = results[f"single-{name}"]
-        m_vals = _metric_values(mtl.metrics, name, task.type)
-        s_vals = _metric_values(single.metrics, name, task.type)
+        m_vals = _metric_values(mtl.metrics, task)
+        s_vals = _metric_values(single.metrics, task)
         tasks[name] = {
             "type": task.type,
             "metrics": {k: {"multitask": m_vals[k], "single_task": s_vals[k],

@@ -6,12 +6,13 @@ that carry a label for that task, so each task is scored on its own rows only.
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from polyhead.data.dataset import Batch
+from polyhead.engine.precision import autocast
 from polyhead.tasks import Task
 
 
@@ -35,7 +36,7 @@ class OutputCollector:
         self._masks: dict[str, list[torch.Tensor]] = {t: [] for t in self.tasks}
         self.rows = 0  # rows seen (labelled or not)
 
-    def update(self, logits: dict[str, torch.Tensor], batch: dict) -> None:
+    def update(self, logits: dict[str, torch.Tensor], batch: Batch) -> None:
         size = next(iter(logits.values())).shape[0] if logits else 0
         if self.max_rows is not None and self.rows >= self.max_rows:
             return
@@ -83,14 +84,8 @@ def progress_bar(enabled: bool = True) -> Progress:
                     disable=not enabled, transient=True)
 
 
-def _autocast(device: torch.device):
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-    return nullcontext()
-
-
 @torch.inference_mode()
-def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable, *,
+def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Iterable[Batch], *,
                    device: torch.device | str = "cpu", description: str = "evaluating",
                    show_progress: bool = True, return_outputs: bool = False):
     """Run the model over a labelled loader; returns {task: metrics} (each with `n` scored rows).
@@ -103,7 +98,7 @@ def evaluate_model(model: torch.nn.Module, tasks: dict[str, Task], loader: Itera
     with progress_bar(show_progress) as bar:
         job = bar.add_task(description, total=len(loader) if hasattr(loader, "__len__") else None)
         for batch in loader:
-            with _autocast(device):
+            with autocast(device):
                 logits = model(batch["image"].to(device, non_blocking=True))
             collector.update({k: v.float() for k, v in logits.items()}, batch)
             bar.advance(job)
@@ -118,14 +113,14 @@ def _probabilities(model, tasks: dict[str, Task], images: torch.Tensor, device: 
     if hasattr(model, "probabilities"):
         x = images.float().div_(255.0) if images.dtype == torch.uint8 else images.float()
         return {name: torch.from_numpy(p) for name, p in model.probabilities(x.numpy()).items()}
-    with _autocast(device):
+    with autocast(device):
         logits = model(images.to(device, non_blocking=True))
     return {name: task.activate(logits[name].float()).cpu() for name, task in tasks.items()}
 
 
 @torch.inference_mode()
-def predict_batches(model, tasks: dict[str, Task], loader: Iterable, *,
-                    device: torch.device | str = "cpu", show_progress: bool = True):
+def predict_batches(model, tasks: dict[str, Task], loader: Iterable[Batch], *, device: torch.device | str = "cpu",
+                    show_progress: bool = True) -> Iterator[tuple[Batch, dict[str, list]]]:
     """Yield one dict of prediction columns per batch (streaming: memory does not grow with N).
 
     `model`: a torch model, or a runner with `probabilities` (see `_probabilities`)."""

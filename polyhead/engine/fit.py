@@ -1,4 +1,5 @@
-"""`fit`: config -> trained run folder. The one place a Config becomes objects.
+"""`fit`: config -> trained run folder. The one place a Config becomes objects (its tasks and data
+through polyhead.engine.data, shared with the data verbs).
 
 Run folder:
     config.yaml      resolved config (inferred class lists written in), rebuilds the run
@@ -33,25 +34,28 @@ from rich.console import Console
 
 from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
-from polyhead.data.module import DataSplits, build_splits, eval_loader, image_size, train_loader
-from polyhead.data.validation import check_before_training, write_skipped_rows
+from polyhead.data.loaders import eval_loader, image_size, train_loader
+from polyhead.data.splits import DataSplits
+from polyhead.data.validation import write_skipped_rows
 from polyhead.engine.callbacks import ConfiguredEarlyStopping, EpochEnd, EpochHistory, EpochSeed, SaveConfigOnStart
 from polyhead.engine.checks import check_config, check_monitor
 from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file, resume_epoch
+from polyhead.engine.data import build_data
 from polyhead.engine.devices import training_devices
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
+from polyhead.engine.precision import resolve_precision
 from polyhead.engine.resume import check_resume
 from polyhead.engine.progress import epoch_number, progress_callbacks
 from polyhead.engine.summary import metrics_table
+from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.summary import model_summary, summary_table
-from polyhead.tasks import Task, build_tasks
+from polyhead.tasks import Task
 from polyhead.tracking import Trackers, build_trackers
-from polyhead.tracking._run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.weighting import build_weighting
 
 
@@ -93,14 +97,6 @@ def set_cpu_threads(cfg: Config, console: Console) -> None:
             return
         threads = max(1, (os.cpu_count() or 1) - cfg.data.num_workers)
     torch.set_num_threads(threads)
-
-
-def resolve_precision(setting: str, accelerator: str) -> str:
-    if setting != "auto":
-        return "32-true" if setting == "32" else setting
-    if torch.cuda.is_available() and accelerator in ("auto", "gpu", "cuda"):
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
-    return "32-true"
 
 
 def build_model_from_config(cfg: Config, tasks: dict[str, Task]) -> tuple[MultiTaskModel, BackboneSpec, Preprocessing]:
@@ -168,9 +164,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     started = time.perf_counter()
     L.seed_everything(cfg.training.seed, workers=True, verbose=False)
     set_cpu_threads(cfg, console)
-    tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks, console)
-    splits = check_before_training(cfg, tasks, splits, console)  # data.validate, data.on_bad_image
+    tasks, splits = build_data(cfg, console)  # with data.validate's image check and data.on_bad_image
     for name, task in tasks.items():  # write inferred classes into the saved config
         cfg.tasks[name].classes = list(task.classes)
     check_monitor(cfg)  # again, now that the class counts are known (top-k accuracy needs k < classes)
@@ -198,10 +192,10 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     trainer = _trainer(cfg, run_dir, has_val, console, tasks, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
-    train = train_loader(splits.train, cfg)
+    train = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
     if ckpt is not None:  # persistent workers draw the first epoch's rows before Lightning calls set_epoch
         train.sampler.set_epoch(resume_epoch(ckpt))
-    trainer.fit(module, train, eval_loader(splits.val, cfg) if has_val else None,
+    trainer.fit(module, train, eval_loader(splits.val, cfg.data, seed=cfg.training.seed) if has_val else None,
                 ckpt_path=ckpt, weights_only=True)
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
@@ -214,7 +208,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
         split = getattr(splits, split_name)
         if split is not None and len(split):
             metrics[split_name], split_outputs = evaluate_model(
-                model, tasks, eval_loader(split, cfg), device=device, description=f"evaluating {split_name}",
+                model, tasks, eval_loader(split, cfg.data, seed=cfg.training.seed), device=device, description=f"evaluating {split_name}",
                 show_progress=live_progress(cfg, console), return_outputs=True)
             outputs[split_name] = (split_outputs, split.paths)
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))

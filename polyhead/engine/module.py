@@ -25,6 +25,7 @@ import lightning as L
 import torch
 
 from polyhead.config.schema import OptimizerConfig, SchedulerConfig
+from polyhead.data.dataset import Batch
 from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
@@ -37,8 +38,9 @@ SCALAR_TYPES = (int, float)
 TRAIN_METRIC_ROWS = 32768  # rows per epoch whose outputs score train/<task>/<main metric> (a running estimate)
 
 
-def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: dict) -> dict[str, torch.Tensor]:
-    """{task: mean loss over the batch's labelled rows}; a task without labelled rows is left out."""
+def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: Batch) -> dict[str, torch.Tensor]:
+    """{task: mean loss over the batch's labelled rows}; a task without labelled rows is left out.
+    The training step, its recomputation for the weighting method and the validation step all use it."""
     out = {}
     for name, task in tasks.items():
         loss = task.loss(logits[name], batch["targets"][name], batch["mask"][name])
@@ -48,7 +50,7 @@ def task_losses(tasks: dict[str, Task], logits: dict[str, torch.Tensor], batch: 
 
 
 @torch.no_grad()
-def recompute_losses(model: MultiTaskModel, tasks: dict[str, Task], batch: dict) -> dict[str, torch.Tensor]:
+def recompute_losses(model: MultiTaskModel, tasks: dict[str, Task], batch: Batch) -> dict[str, torch.Tensor]:
     """{task: loss} of `batch` with the model's current (just updated) parameters, for a weighting
     method's `after_step`: a forward in the model's current mode, as the step's own, that leaves
     the buffers (BatchNorm's running statistics) as they were."""
@@ -122,7 +124,7 @@ class MultiTaskModule(L.LightningModule):
         if frozen:
             self.model.backbone.eval()  # frozen BatchNorm keeps its pretrained statistics
 
-    def training_step(self, batch, batch_idx):
+    def training_step(self, batch: Batch, batch_idx: int):
         opt = self.optimizers()
         features = self.model.forward_features(batch["image"])
         logits = self.model.forward_heads(features)
@@ -187,16 +189,13 @@ class MultiTaskModule(L.LightningModule):
         self._train.reset()
 
     # ---- validation ----------------------------------------------------------------
-    def validation_step(self, batch, batch_idx):
+    def validation_step(self, batch: Batch, batch_idx: int):
         logits = self.model(batch["image"])
-        for name, task in self.tasks.items():
-            mask = batch["mask"][name]
-            loss = task.loss(logits[name], batch["targets"][name], mask)
-            if loss is not None:  # sums stay on the device; read once at epoch end
-                acc = self._val_loss[name]
-                n = mask.sum()
-                acc[0] = acc[0] + loss.detach().float() * n
-                acc[1] = acc[1] + n
+        for name, loss in task_losses(self.tasks, logits, batch).items():
+            acc = self._val_loss[name]  # sums stay on the device; read once at epoch end
+            n = batch["mask"][name].sum()
+            acc[0] = acc[0] + loss.detach().float() * n
+            acc[1] = acc[1] + n
         self._val.update(logits, batch)
 
     def on_validation_epoch_end(self):

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from polyhead.data.dataset import EncodedSplit
+from polyhead.data.dataset import Batch, EncodedSplit
 from polyhead.data.tables import quoted
 from polyhead.errors import PolyheadError
 
@@ -32,7 +32,7 @@ class NonFiniteGuard:
         self.policy, self.split = policy, split
         self.warned = False
 
-    def check(self, losses: dict[str, torch.Tensor], batch: dict) -> tuple[list[int], dict[str, str]]:
+    def check(self, losses: dict[str, torch.Tensor], batch: Batch) -> tuple[list[int], dict[str, str]]:
         """-> (labelled rows per task in `losses` order, {task: "NaN" | "infinite"} for the bad ones).
         One device-to-host transfer."""
         names = list(losses)
@@ -44,7 +44,7 @@ class NonFiniteGuard:
         bad = {n: ("NaN" if values[2 * k + i] else "infinite") for i, n in enumerate(names) if not values[k + i]}
         return [int(v) for v in values[:k]], bad
 
-    def handle(self, bad: dict[str, str], batch: dict, *, step: int, epoch: int) -> None:
+    def handle(self, bad: dict[str, str], batch: Batch, *, step: int, epoch: int) -> None:
         """Raise (error) or warn once (skip) about a batch with non-finite task losses. `step`: the
         optimizer steps before this batch; `epoch`: 1-based, as users see epochs."""
         what = ", ".join(f"'{t}' ({kind})" for t, kind in bad.items())
@@ -59,7 +59,7 @@ class NonFiniteGuard:
                           f"(training.on_nonfinite_loss=skip; later ones are counted in train/skipped_batches)",
                           RuntimeWarning, stacklevel=2)
 
-    def describe_rows(self, batch: dict) -> str:
+    def describe_rows(self, batch: Batch) -> str:
         """"a batch of '/x/labels.csv' [train] rows 3, 17 (+6 more)" (1-based table rows, grouped by
         source, the first ROWS_SHOWN)."""
         rows = batch["row"].tolist()

@@ -21,6 +21,8 @@ import lightning as L
 from lightning.pytorch.callbacks import RichProgressBar
 from rich.console import Console
 
+from polyhead.data.dataset import Batch
+
 
 def epoch_number(current_epoch: int) -> int:
     """The 1-based epoch users see, from Lightning's 0-based `current_epoch`."""
@@ -65,7 +67,7 @@ class EpochLines(L.Callback):
         self._start = self._train_end = time.perf_counter()
         self._images = 0
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch: Batch, batch_idx: int) -> None:
         self._images += int(batch["image"].shape[0])
         self._train_end = time.perf_counter()  # images/s counts the training batches, not validation
 

@@ -8,13 +8,6 @@ from rich.table import Table
 
 from polyhead.tasks import Task
 
-# The columns shown per task type, in order.
-HEADLINE = {
-    "multiclass": ("accuracy", "top3_accuracy", "top5_accuracy", "macro_f1"),
-    "binary": ("accuracy", "f1", "auroc", "average_precision"),
-    "multilabel": ("micro_f1", "macro_f1", "mAP", "exact_match"),
-}
-
 
 def scalar_metrics(metrics: dict[str, dict[str, Any]], prefix: str = "") -> dict[str, float]:
     """{task: {metric: value}} -> {"<prefix><task>/<metric>": float} for the scalar entries only."""
@@ -35,7 +28,7 @@ def metrics_table(metrics: dict[str, dict[str, Any]], tasks: dict[str, Task], ti
     for name, values in metrics.items():
         task = tasks[name]
         shown = []
-        for key in HEADLINE[task.type]:
+        for key in task.headline_metrics:
             value = values.get(key)
             if isinstance(value, float):
                 shown.append(f"{key} {value:.4f}")

@@ -58,10 +58,10 @@ class TorchRunner:
     def probabilities(self, images: np.ndarray) -> dict[str, np.ndarray]:
         import torch
 
-        from polyhead.engine.evaluation import _autocast  # the mixed precision `predict` uses on CUDA
+        from polyhead.engine.precision import autocast  # the mixed precision `predict` uses on CUDA
 
         x = torch.from_numpy(np.require(images, np.float32, ["C_CONTIGUOUS", "WRITEABLE"])).to(self.device)
-        with torch.inference_mode(), _autocast(self.device):
+        with torch.inference_mode(), autocast(self.device):
             logits = self.model(x)
         return {name: task.activate(logits[name].float()).cpu().numpy() for name, task in self.tasks.items()}
 

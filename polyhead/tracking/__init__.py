@@ -1,7 +1,7 @@
 """Experiment trackers (MLflow, TensorBoard, a CSV file, ClearML), one file each, keyed by name.
 
-Every public module of this package is a tracker and registers itself on import; modules whose
-name starts with "_" hold the training and evaluation glue (see `_run.py`)."""
+Adapters only: every module of this package but `base` is a tracker and registers itself on
+import. What a run logs, and when, is the engine's (`polyhead.engine.tracked_run`)."""
 
 from __future__ import annotations
 

@@ -58,6 +58,16 @@ class WeightingMethod(nn.Module):
         self.active = True
         self.register_buffer("unit_weights", torch.ones(len(self.tasks)), persistent=False)
 
+    def positions(self, names: Iterable[str]) -> list[int]:
+        """Each name's position in `self.tasks`, in the order given (e.g. a loss dict's keys): the
+        index into `weight_vector` and into the method's per-task parameters and buffers."""
+        position = {t: i for i, t in enumerate(self.tasks)}
+        return [position[t] for t in names]
+
+    def task_index(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
+        """`positions(losses)` as int64 [K] on the losses' device."""
+        return torch.tensor(self.positions(losses), device=next(iter(losses.values())).device, dtype=torch.long)
+
     @classmethod
     def check_args(cls, args: dict, tasks: list[str]) -> None:
         unknown = set(args) - set(cls.arg_names)

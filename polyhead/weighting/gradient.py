@@ -85,10 +85,6 @@ class GradientWeighting(WeightingMethod):
         raise NotImplementedError
 
     # ---- plumbing --------------------------------------------------------------------------
-    def _index(self, names: list[str], device) -> torch.Tensor:
-        position = {t: i for i, t in enumerate(self.tasks)}
-        return torch.tensor([position[t] for t in names], device=device, dtype=torch.long)
-
     @staticmethod
     def jacobian(losses: list[torch.Tensor], targets: list[torch.Tensor]) -> torch.Tensor:
         """Per-task gradients of `targets`, flattened: [K, D] (float32)."""
@@ -115,7 +111,7 @@ class GradientWeighting(WeightingMethod):
         total = torch.stack(values).sum()
         targets = shared_targets(self.name, self.mode, ctx)  # features [B, F] or shared parameters
         self.active = bool(targets)
-        index = self._index(names, total.device)
+        index = self.task_index(losses)
         if not targets or len(names) == 1:
             self.last_weights[index] = 1.0
             ctx.backward(total)
@@ -389,14 +385,13 @@ class GradNorm(WeightingMethod):
 
     def backward(self, losses, ctx):
         names = list(losses)
-        position = {t: i for i, t in enumerate(self.tasks)}
         values = torch.stack([losses[t] for t in names])  # [K]
-        index = torch.tensor([position[t] for t in names], device=values.device)
+        index = self.task_index(losses)
         self._renormalise()
         with torch.no_grad():
             fresh = torch.isnan(self.initial_losses[index])
             self.initial_losses[index[fresh]] = values.detach()[fresh].to(self.initial_losses)
-        w = gather(self.loss_weights, [position[t] for t in names])  # [K], requires grad
+        w = gather(self.loss_weights, self.positions(names))  # [K], requires grad
         weighted = (w.detach() * values).sum()
         targets = shared_targets(self.name, self.mode, ctx)
         self.active = bool(targets)

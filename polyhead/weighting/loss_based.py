@@ -30,20 +30,8 @@ def check_bool(method: str, args: dict, key: str) -> None:
         raise ConfigError(f"training.weighting_args.{key} for '{method}' must be true or false, got {args[key]!r}")
 
 
-class _LossWeighting(WeightingMethod):
-    """Shared plumbing: task positions of a loss dict."""
-
-    def _positions(self, losses: dict[str, torch.Tensor]) -> list[int]:
-        position = {t: i for i, t in enumerate(self.tasks)}
-        return [position[t] for t in losses]
-
-    def _index(self, losses: dict[str, torch.Tensor]) -> torch.Tensor:
-        device = next(iter(losses.values())).device
-        return torch.tensor(self._positions(losses), device=device, dtype=torch.long)
-
-
 @register_weighting
-class Uncertainty(_LossWeighting):
+class Uncertainty(WeightingMethod):
     """Homoscedastic uncertainty weighting.
 
     Kendall, Gal and Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
@@ -70,7 +58,7 @@ class Uncertainty(_LossWeighting):
         check_bool(cls.name, args, "half")
 
     def combine(self, losses):
-        s = gather(self.log_vars, self._positions(losses))  # [K]
+        s = gather(self.log_vars, self.positions(losses))  # [K]
         values = torch.stack(list(losses.values()))  # [K]
         total = (torch.exp(-s) * values + s).sum()
         return 0.5 * total if self.half else total
@@ -81,7 +69,7 @@ class Uncertainty(_LossWeighting):
 
 
 @register_weighting
-class DWA(_LossWeighting):
+class DWA(WeightingMethod):
     """Dynamic Weight Average.
 
     Liu, Johns and Davison, "End-to-End Multi-Task Learning with Attention", CVPR 2019.
@@ -108,7 +96,7 @@ class DWA(_LossWeighting):
         check_number(cls.name, args, "T", strict=True)
 
     def combine(self, losses):
-        w = self.weights[self._index(losses)]
+        w = self.weights[self.task_index(losses)]
         return (w * torch.stack(list(losses.values()))).sum()
 
     def on_epoch_end(self, epoch_losses):
@@ -129,7 +117,7 @@ class DWA(_LossWeighting):
 
 
 @register_weighting
-class RLW(_LossWeighting):
+class RLW(WeightingMethod):
     """Random Loss Weighting.
 
     Lin, Ye, Xu, Shi and Zhang, "Reasonable Effectiveness of Random Weighting: A Litmus Test for
@@ -147,7 +135,7 @@ class RLW(_LossWeighting):
         self.register_buffer("weights", torch.ones(len(self.tasks)))
 
     def combine(self, losses):
-        index = self._index(losses)
+        index = self.task_index(losses)
         values = torch.stack(list(losses.values()))  # [K]
         w = len(losses) * torch.softmax(torch.randn(len(losses), device=values.device), dim=0)
         self.weights[index] = w
@@ -158,7 +146,7 @@ class RLW(_LossWeighting):
 
 
 @register_weighting
-class FAMO(_LossWeighting):
+class FAMO(WeightingMethod):
     """Fast Adaptive Multitask Optimization.
 
     Liu, Liu, Jin, Stone and Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIPS 2023.
@@ -199,7 +187,7 @@ class FAMO(_LossWeighting):
         if self._before is not None:
             raise PolyheadError("weighting 'famo' updates its task weights in after_step(recompute), which was not "
                                 "called after the last optimizer step (see docs/python-api.md for the loop)")
-        index = self._index(losses)
+        index = self.task_index(losses)
         values = torch.stack(list(losses.values()))  # [K]
         self._before = (list(losses), index, values.detach().float())
         z = torch.softmax(self.logits[index], 0).to(values.dtype)  # [K]

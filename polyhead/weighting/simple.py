@@ -40,8 +40,7 @@ class Static(WeightingMethod):
                 raise ConfigError(f"training.weighting_args.weights.{t} must be >= 0, got {w}")
 
     def combine(self, losses):
-        index = {t: i for i, t in enumerate(self.tasks)}
-        return torch.stack([self.weights[index[t]] * loss for t, loss in losses.items()]).sum()
+        return torch.stack([self.weights[i] * loss for i, loss in zip(self.positions(losses), losses.values())]).sum()
 
     def weight_vector(self):
         return self.weights

@@ -6,10 +6,12 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from polyhead.cli.main import main
 from polyhead.config.loading import load_config
-from polyhead.data.module import build_splits, train_loader
+from polyhead.data.loaders import train_loader
+from polyhead.data.splits import build_splits
 from polyhead.data.sampling import SourceSampler, source_probabilities
 from polyhead.errors import ConfigError, DataError
 from polyhead.tasks import build_tasks
@@ -44,7 +46,7 @@ def _edit(path, *replacements):
 def _splits(root, overrides=()):
     cfg = load_config(root / "config.yaml", list(overrides))
     tasks = build_tasks(cfg.tasks)
-    return cfg, tasks, build_splits(cfg, tasks)
+    return cfg, tasks, build_splits(cfg.data, tasks, seed=cfg.training.seed)
 
 
 def test_sources_are_split_and_concatenated_with_masks(per_task):
@@ -148,10 +150,10 @@ def test_train_loader_mixes_sources_only_for_several_sources(per_task):
     from polyhead.data.dataset import EncodedSplit
 
     cfg, _, splits = _splits(per_task, ["data.sampling=round_robin"])
-    loader = train_loader(splits.train, cfg)
+    loader = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
     assert isinstance(loader.sampler, SourceSampler) and loader.sampler.mode == "round_robin"
     single = EncodedSplit(paths=splits.train.paths, rows=splits.train.rows, source="one")
-    sampler = train_loader(single, cfg).sampler  # one table: every row once per epoch, order from (seed, epoch)
+    sampler = train_loader(single, cfg.data, seed=cfg.training.seed).sampler  # one table: every row once per epoch, order from (seed, epoch)
     assert isinstance(sampler, SourceSampler) and sampler.mode == "proportional"
     sampler.set_epoch(3)
     drawn = list(sampler)
@@ -173,3 +175,26 @@ def test_train_end_to_end_with_per_task_tables(per_task):
                                         str(per_task / "quadrant.csv") + " [train]": 128,
                                         str(per_task / "red" / "red.csv") + " [train]": 64}
     assert data["val"]["labelled"] == {"quadrant": 32, "red": 16, "tags": 8}
+
+
+def test_a_loader_yields_the_documented_batch(per_task):
+    """data.dataset.Batch is what a loader yields: exactly its keys, its dtypes and shapes, each
+    row's `row` and `index` pointing back at the split; prediction batches add `error`."""
+    from polyhead.data.dataset import Batch, MultiTaskDataset, PredictionBatch
+    from polyhead.data.loaders import eval_loader
+
+    cfg, tasks, splits = _splits(per_task)
+    batch = next(iter(eval_loader(splits.train, cfg.data, seed=0)))
+    assert set(batch) == Batch.__required_keys__ == {"image", "targets", "mask", "row", "index"}
+    index = batch["index"]
+    b = len(index)
+    assert batch["image"].dtype == torch.uint8 and batch["image"].shape == (b, 3, 16, 16)
+    assert set(batch["targets"]) == set(batch["mask"]) == set(tasks)
+    for name in tasks:
+        assert batch["mask"][name].dtype == torch.bool and batch["mask"][name].shape == (b,)
+        assert batch["mask"][name].tolist() == splits.train.masks[name][index.numpy()].tolist()
+    assert batch["targets"]["tags"].shape == (b, len(tasks["tags"].classes))
+    assert batch["row"].tolist() == splits.train.rows[index.numpy()].tolist()
+    item = MultiTaskDataset(splits.train, channels=3, size=(16, 16), on_bad_image="skip")[0]
+    assert set(item) == PredictionBatch.__required_keys__ | PredictionBatch.__optional_keys__
+    assert item["error"] == "" and int(item["index"]) == 0

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from polyhead.config.loading import load_config
-from polyhead.data.module import build_splits
+from polyhead.data.splits import build_splits
 from polyhead.data.tables import random_split, read_table, split_by_column
 from polyhead.errors import DataError
 from polyhead.tasks import build_tasks
@@ -105,7 +105,7 @@ def test_build_splits_from_config(tmp_path):
     write_config(tmp_path / "c.yaml", "t.csv")
     cfg = load_config(tmp_path / "c.yaml", ["data.split_column=split"])
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed)
     assert (len(splits.train), len(splits.val), len(splits.test)) == (24, 8, 8)
     assert tasks["tags"].classes == ["left", "top", "warm"]
 
@@ -117,7 +117,7 @@ def test_missing_task_column_and_value_outside_declared_classes(tmp_path):
     write_config(tmp_path / "c.yaml", "t.csv")
     cfg = load_config(tmp_path / "c.yaml", ["+tasks.colour.type=binary"])
     with pytest.raises(DataError, match="no column 'colour' for task 'colour'"):
-        build_splits(cfg, build_tasks(cfg.tasks))
+        build_splits(cfg.data, build_tasks(cfg.tasks), seed=cfg.training.seed)
     cfg = load_config(tmp_path / "c.yaml", ["tasks.quadrant.classes=[tl,tr,bl]"])
     with pytest.raises(DataError, match="row 4, column 'quadrant': label 'br'"):
-        build_splits(cfg, build_tasks(cfg.tasks))
+        build_splits(cfg.data, build_tasks(cfg.tasks), seed=cfg.training.seed)

@@ -59,13 +59,13 @@ def test_resumed_early_stopping_stops_at_the_same_epoch(dataset, crash_at):
 def test_augmentation_is_a_function_of_seed_epoch_and_position(dataset):
     from polyhead.config.loading import load_config
     from polyhead.data.dataset import MultiTaskDataset
-    from polyhead.data.module import build_splits
+    from polyhead.data.splits import build_splits
     from polyhead.data.transforms import build_train_transform
     from polyhead.tasks import build_tasks
 
     cfg = load_config(dataset / "config.yaml", ["data.augment.crop_padding=4", "data.augment.hflip=true",
                                                 f"data.root={dataset}"])
-    splits = build_splits(cfg, build_tasks(cfg.tasks))
+    splits = build_splits(cfg.data, build_tasks(cfg.tasks), seed=cfg.training.seed)
     transform = build_train_transform(cfg.data.augment, (16, 16), 3)
     ds, other_seed = (MultiTaskDataset(splits.train, channels=3, size=(16, 16), transform=transform, seed=s)
                       for s in (0, 1))

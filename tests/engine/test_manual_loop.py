@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from polyhead.config.loading import load_config
 from polyhead.data.dataset import MultiTaskDataset
-from polyhead.data.module import build_splits
+from polyhead.data.splits import build_splits
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import recompute_losses, task_losses
 from polyhead.model.backbones import build_backbone
@@ -23,7 +23,7 @@ def test_hand_written_training_loop(dataset, name, args):
     torch.manual_seed(0)
     cfg = load_config(dataset / "config.yaml")
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed)
     backbone = build_backbone("small_cnn", in_chans=3, small_cnn={"blocks": 2, "channels": [8, 16]})
     model = MultiTaskModel(backbone, {n: t.num_outputs for n, t in tasks.items()}, mean=[0.5] * 3, std=[0.5] * 3)
     weighting = build_weighting(name, list(tasks), args)

@@ -105,3 +105,27 @@ def test_recompute_losses_sees_the_updated_model_and_keeps_its_buffers():
         expected = task_losses(module.tasks, reference(batch["image"]), batch)  # a training-mode forward
     for t in again:
         torch.testing.assert_close(again[t], expected[t])
+
+
+def test_validation_step_scores_the_losses_of_the_training_step(monkeypatch):
+    """The validation step computes its losses with the training step's `task_losses`: the summed
+    loss it keeps per task is that task's masked mean (cross-entropy over its labelled rows, by
+    hand) times those rows; a task without a labelled row adds nothing."""
+    import polyhead.engine.module as module_file
+
+    module = _module("equal")
+    module.eval()
+    batch = _batch(absent=("c",))
+    batch["mask"]["b"] = torch.tensor([True, False, True, False, False, True])
+    calls = []
+    monkeypatch.setattr(module_file, "task_losses",
+                        lambda *a: calls.append(a) or task_losses(*a))
+    with torch.no_grad():
+        module.validation_step(batch, 0)
+        logits = module.model(batch["image"])
+    assert len(calls) == 1
+    for name, rows in (("a", torch.ones(6, dtype=torch.bool)), ("b", batch["mask"]["b"])):
+        total, n = module._val_loss[name]
+        expected = torch.nn.functional.cross_entropy(logits[name][rows], batch["targets"][name][rows])
+        assert int(n) == int(rows.sum()) and float(total) == pytest.approx(float(expected) * int(rows.sum()))
+    assert "c" not in module._val_loss

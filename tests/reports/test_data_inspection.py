@@ -124,12 +124,12 @@ def test_many_classes(tmp_path):
 
 def test_label_counts_and_warnings_of_a_multilabel_task(dataset):
     from polyhead.config.loading import load_config
-    from polyhead.data.module import build_splits
+    from polyhead.data.splits import build_splits
     from polyhead.tasks import build_tasks
 
     cfg = load_config(dataset / "config.yaml", ["data.val_fraction=0"])
     tasks = build_tasks(cfg.tasks)
-    splits = build_splits(cfg, tasks)
+    splits = build_splits(cfg.data, tasks, seed=cfg.training.seed)
     counts = label_counts(splits.train, tasks)
     labels = pd.read_csv(dataset / "labels.csv")
     tags = labels["tags"].dropna()

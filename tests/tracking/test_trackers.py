@@ -12,7 +12,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from polyhead.cli.main import main
 from polyhead.errors import PolyheadError
 from polyhead.tracking import TRACKERS, Tracker, build_trackers, register_tracker
-from polyhead.tracking._run import dataset_fingerprint, flatten
+from polyhead.engine.tracked_run import dataset_fingerprint, flatten
 
 
 def test_tensorboard_and_csv_hold_every_task(dataset):
@@ -131,7 +131,7 @@ def test_flatten_and_fingerprint(tmp_path):
 
 
 def test_interrupted_run_is_killed_and_tracker_errors_do_not_hide_it(tmp_path):
-    from polyhead.tracking._run import tracked_run
+    from polyhead.engine.tracked_run import tracked_run
 
     trackers = build_trackers(["csv"], experiment="x", output_dir=tmp_path)
     with pytest.raises(KeyboardInterrupt):
@@ -151,7 +151,7 @@ def test_interrupted_run_is_killed_and_tracker_errors_do_not_hide_it(tmp_path):
 def test_evaluation_with_a_missing_store_only_warns(tmp_path, capsys):
     from rich.console import Console
 
-    from polyhead.tracking._run import log_evaluation
+    from polyhead.engine.tracked_run import log_evaluation
 
     store = f"sqlite:///{tmp_path / 'no-such-folder' / 'mlflow.db'}"  # moved away since training
     (tmp_path / "tracking.json").write_text(json.dumps({"mlflow": {"uri": store, "run_id": "abc"}}))

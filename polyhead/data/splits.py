@@ -1,4 +1,5 @@
-"""Config -> train/val/test splits (encoded) -> DataLoaders. The one place data is assembled.
+"""The config's data section -> train/val/test splits (encoded): the one place the label tables become splits
+(`polyhead.data.loaders` turns a split into a DataLoader).
 
 A *source* is one label table: `data.train_table` for the tasks without a table of their own,
 and each `tasks.<name>.table`. Every source is split on its own; the splits concatenate them."""
@@ -7,23 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from rich.console import Console
 from rich.markup import escape
-from torch.utils.data import DataLoader
 
-from polyhead.config.schema import Config, DataConfig
-from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, concat_splits, encode_table
-from polyhead.data.sampling import SourceSampler
+from polyhead.config.schema import DataConfig
+from polyhead.data.dataset import EncodedSplit, concat_splits, encode_table
 from polyhead.data.tables import LabelTable, check_columns, quoted, random_split, read_table, split_by_column
-from polyhead.data.transforms import build_train_transform
 from polyhead.errors import DataError
 from polyhead.tasks import Task, is_missing, label_str
-
-
-def image_size(data: DataConfig) -> tuple[int, int]:
-    s = list(data.image_size)
-    return (s[0], s[0]) if len(s) == 1 else (s[0], s[1])
 
 
 @dataclass
@@ -55,19 +47,20 @@ class Source:
     main: bool  # data.train_table (with data.val_table / data.test_table), else a tasks.<name>.table
 
 
-def _read(cfg: Config, path: str, key: str, folder_task: str | None = None) -> LabelTable:
+def read_source_table(data: DataConfig, path: str, key: str, folder_task: str | None = None) -> LabelTable:
     """The table at `path`, named by the config key `key` (data.train_table, tasks.<name>.table, ...)."""
-    d = cfg.data
-    return read_table(path, image_column=d.image_column, root=d.root, folder_task=folder_task or d.folder_task,
-                      key=key)
+    return read_table(path, image_column=data.image_column, root=data.root,
+                      folder_task=folder_task or data.folder_task, key=key)
 
 
-def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: list[str] | None = None,
-                  need_split_column: bool = True) -> dict[str, LabelTable | None]:
-    """train/val/test parts of one source. `tasks` (default: all) are the tasks it labels, for
-    `data.stratify`. With several sources, a source without `data.split_column` is split at random
-    (`need_split_column=False`); only `main` gets data.val_table / data.test_table."""
-    d = cfg.data
+def split_source(data: DataConfig, table: LabelTable, tasks: dict[str, Task], *, seed: int, main: bool = True,
+                 need_split_column: bool = True) -> dict[str, LabelTable | None]:
+    """train/val/test parts of one source: {"train": table, "val": table or None, "test": table or None}.
+    `tasks` are the tasks it labels (`data.stratify` stratifies only a source that labels that task);
+    `seed`: training.seed, for a random split. With several sources, a source without
+    `data.split_column` is split at random (`need_split_column=False`); only `main` gets
+    data.val_table / data.test_table."""
+    d = data
     if d.split_column and (need_split_column or d.split_column in table.frame.columns):
         idx = split_by_column(table, d.split_column)
         parts = {k: (table.subset(v, k) if len(v) else None) for k, v in idx.items()}
@@ -80,23 +73,22 @@ def _split_tables(cfg: Config, table: LabelTable, *, main: bool = True, tasks: l
         if (d.test_table is None or not main) and d.test_fraction > 0:
             fractions["test"] = d.test_fraction
         strata = None
-        if d.stratify and (tasks is None or d.stratify in tasks):
-            task = cfg.tasks[d.stratify]
-            col = task.column or d.stratify
+        if d.stratify and d.stratify in tasks:
+            col = tasks[d.stratify].column
             check_columns(table, {d.stratify: col})
             strata = ["<missing>" if is_missing(v) else label_str(v) for v in table.frame[col]]
-        idx = random_split(len(table), fractions, cfg.training.seed, strata)
+        idx = random_split(len(table), fractions, seed, strata)
         parts = {k: (table.subset(v, k) if len(v) else None) for k, v in idx.items()}
         parts.setdefault("val", None)
         parts.setdefault("test", None)
     if main and d.val_table:
-        parts["val"] = _read(cfg, d.val_table, "data.val_table")
+        parts["val"] = read_source_table(d, d.val_table, "data.val_table")
     if main and d.test_table:
-        parts["test"] = _read(cfg, d.test_table, "data.test_table")
+        parts["test"] = read_source_table(d, d.test_table, "data.test_table")
     return parts
 
 
-def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> list[Source]:
+def _sources(data: DataConfig, tasks: dict[str, Task], console: Console | None) -> list[Source]:
     """The shared train table for tasks without `table`, then one source per distinct per-task table."""
     own: dict[str, list[str]] = {}
     for name, task in tasks.items():
@@ -105,32 +97,35 @@ def _sources(cfg: Config, tasks: dict[str, Task], console: Console | None) -> li
     shared = [name for name in tasks if name not in {n for names in own.values() for n in names}]
     sources = []
     if shared:
-        if not cfg.data.train_table:
+        if not data.train_table:
             raise DataError(f"task(s) {', '.join(shared)} have no table: set data.train_table or tasks.<name>.table")
-        table = _read(cfg, cfg.data.train_table, "data.train_table")
+        table = read_source_table(data, data.train_table, "data.train_table")
         check_columns(table, {n: tasks[n].column for n in shared})
         sources.append(Source(table, shared, main=True))
-    elif cfg.data.train_table and console is not None:
-        console.print(f"data.train_table {escape(quoted(cfg.data.train_table))} is not used: every task has its own table",
+    elif data.train_table and console is not None:
+        console.print(f"data.train_table {escape(quoted(data.train_table))} is not used: every task has its own table",
                       soft_wrap=True)
     for path, names in own.items():
         # an image folder's class names label its (single) task
-        table = _read(cfg, path, f"tasks.{names[0]}.table",
-                      folder_task=tasks[names[0]].column if len(names) == 1 else None)
+        table = read_source_table(data, path, f"tasks.{names[0]}.table",
+                                  folder_task=tasks[names[0]].column if len(names) == 1 else None)
         check_columns(table, {n: tasks[n].column for n in names})
         sources.append(Source(table, names, main=False))
     return sources
 
 
-def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = None) -> DataSplits:
+def build_splits(data: DataConfig, tasks: dict[str, Task], *, seed: int,
+                 console: Console | None = None) -> DataSplits:
     """Read the tables, split each source, infer missing class lists from train, encode every split.
 
-    With several sources (per-task tables) each split concatenates the sources' parts; a row
-    is labelled only for the tasks of its own source."""
-    sources = _sources(cfg, tasks, console)
+    `data`: the config's data section; `seed`: training.seed (random splits). With several
+    sources (per-task tables) each split concatenates the sources' parts; a row is labelled only
+    for the tasks of its own source."""
+    sources = _sources(data, tasks, console)
     # data.split_column must be in some table (a typo is an error); tables without it split at random
-    need = not any(cfg.data.split_column in s.table.frame.columns for s in sources)
-    parts = [_split_tables(cfg, s.table, main=s.main, tasks=s.tasks, need_split_column=need) for s in sources]
+    need = not any(data.split_column in s.table.frame.columns for s in sources)
+    parts = [split_source(data, s.table, {n: tasks[n] for n in s.tasks}, seed=seed, main=s.main,
+                          need_split_column=need) for s in sources]
     for source, part in zip(sources, parts):
         train = part["train"]  # columns were checked when the source was read
         for name in source.tasks:
@@ -153,31 +148,3 @@ def build_splits(cfg: Config, tasks: dict[str, Task], console: Console | None = 
         if count == 0:
             raise DataError(f"task '{name}' has no labelled row in the training split ({quoted(train_sources[name])})")
     return DataSplits(encoded["train"], encoded["val"], encoded["test"])
-
-
-def _loader(split: EncodedSplit, cfg: Config, *, train: bool, batch_size: int) -> DataLoader:
-    d = cfg.data
-    size = image_size(d)
-    transform = build_train_transform(d.augment, size, d.channels) if train else None
-    ds = MultiTaskDataset(split, channels=d.channels, size=size, transform=transform, seed=cfg.training.seed)
-    sampler = None
-    if train:  # order and augmentation depend on (seed, epoch) only: a resumed run repeats them exactly
-        # several tables: data.sampling mixes them; one table: every row once per epoch, shuffled
-        mode = d.sampling if len(split.source_names) > 1 else "proportional"
-        sampler = SourceSampler(split.sources, mode=mode, temperature=d.sampling_temperature,
-                                seed=cfg.training.seed, tag_epoch=True)
-    # its own generator (for the workers' base seed): creating an iterator leaves the global RNG alone
-    generator = torch.Generator().manual_seed(cfg.training.seed)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler,
-                      drop_last=train and len(ds) > batch_size,
-                      num_workers=d.num_workers, pin_memory=torch.cuda.is_available(),
-                      persistent_workers=d.num_workers > 0, generator=generator)
-
-
-def train_loader(split: EncodedSplit, cfg: Config) -> DataLoader:
-    return _loader(split, cfg, train=True, batch_size=cfg.data.batch_size)
-
-
-def eval_loader(split: EncodedSplit, cfg: Config) -> DataLoader:
-    bs = cfg.data.eval_batch_size or 2 * cfg.data.batch_size
-    return _loader(split, cfg, train=False, batch_size=bs)

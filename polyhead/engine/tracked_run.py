@@ -1,4 +1,5 @@
-"""What a training run and an evaluation log to the trackers; called from engine/fit.py and cli/evaluate.py.
+"""The run lifecycle around the trackers: what a training run and an evaluation log, and when;
+called from engine/fit.py and cli/evaluate.py (the trackers themselves are adapters in polyhead.tracking).
 
     start_run      params (flattened config) and tags (dataset fingerprint, rows, versions)
     EpochMetrics   Lightning callback: the history.csv scalars of each epoch, step = epoch (1-based)
@@ -18,7 +19,8 @@ from typing import Any, Iterable, Iterator
 import lightning as L
 from rich.console import Console
 
-from polyhead.tracking.base import Trackers
+from polyhead.engine.summary import scalar_metrics
+from polyhead.tracking import Trackers
 
 # run folder files logged as artifacts at the end (those that exist); the model bundle goes apart
 ARTIFACTS = ("config.yaml", "data.json", "metrics.json", "history.csv", "model_summary.json", "report.html",
@@ -116,8 +118,6 @@ def tracked_run(trackers: Trackers) -> Iterator[None]:
 
 def final_metrics(run_dir: Path) -> tuple[dict[str, float], int]:
     """metrics.json -> ({"final/val/<task>/<metric>": x, "final/test/...", "training_seconds": s}, epochs_run)."""
-    from polyhead.engine.summary import scalar_metrics
-
     summary = json.loads((run_dir / "metrics.json").read_text())
     values = {}
     for split in ("val", "test"):
@@ -156,7 +156,6 @@ def log_evaluation(run_dir: Path, table: str | Path, metrics: dict, result_json:
     info = json.loads(record.read_text()).get("mlflow") if record.is_file() else None
     if not info or not info.get("run_id"):
         return None
-    from polyhead.engine.summary import scalar_metrics
     from polyhead.tracking.mlflow import MlflowTracker
 
     stem = Path(table).stem
