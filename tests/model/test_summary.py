@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from rich.console import Console
 
 from polyhead.model.backbones import build_backbone

@@ -729,8 +729,8 @@ def test_inspect_data_reports_a_leak(corpus, tmp_path, capsys):
     cfg = _inspect_table(corpus, tmp_path, [dict(leaked, split="val")])
     code, out, err = cli(capsys, "inspect-data", cfg, "data.split_column=split", "--out", tmp_path / "inspect")
     assert code == 0, err
-    line = (rf"labels\.csv \[val\], row 21, column 'image': .*0003\.png: also in the train split "
-            rf"\(.*labels\.csv \[train\], row 4\): a train/val leak")
+    line = (r"labels\.csv \[val\], row 21, column 'image': .*0003\.png: also in the train split "
+            r"\(.*labels\.csv \[train\], row 4\): a train/val leak")
     assert re.search(rf"^warning: .*{line}$", out, re.M), out
     report = json.loads((tmp_path / "inspect" / "data_report.json").read_text())
     assert len(report["validation_warnings"]) == 1 and re.search(line, report["validation_warnings"][0])

@@ -104,7 +104,7 @@ def test_polyhead_serve_answers_like_predict(served_run):  # noqa: F811
     finally:
         proc.send_signal(signal.SIGINT)
         out = proc.communicate(timeout=60)[0]
-    assert f"serving model 'demo'" in out and "Traceback" not in out, out
+    assert "serving model 'demo'" in out and "Traceback" not in out, out
     assert proc.returncode in (0, -signal.SIGINT, 130), out
 
 
