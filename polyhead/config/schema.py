@@ -105,7 +105,8 @@ class OptimizerConfig:
     weight_decay: float = 0.01  # decoupled (AdamW) or L2 (SGD) weight decay
     momentum: float = 0.9  # sgd only
     nesterov: bool = False  # sgd only
-    backbone_lr: Optional[float] = None  # separate learning rate for the backbone (fine-tuning)
+    backbone_lr: Optional[float] = None  # separate learning rate for the backbone (fine-tuning); with layer_decay: the top stage's
+    layer_decay: Optional[float] = None  # per-stage learning-rate decay in (0, 1]: the top backbone stage gets backbone_lr (default lr*d), each stage below d times its upper neighbour's; null or 1: off
 
 
 @dataclass
@@ -134,6 +135,7 @@ class TrainingConfig:
     monitor_mode: str = "auto"  # min | max | auto (min for losses, max otherwise)
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)  # see below
     freeze_backbone_epochs: int = 0  # train heads only for N epochs, then unfreeze
+    unfreeze_stages: Optional[int] = None  # after freeze_backbone_epochs, train only the backbone's last N stages (null: all; 0: the backbone stays frozen); `polyhead train` prints the stages
     gradient_clip: Optional[float] = None  # clip the gradient norm to this value
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
     accelerator: str = "auto"  # auto | cpu | cuda (gpu is the same) | mps

@@ -139,6 +139,8 @@ def validate_training(cfg: Config) -> None:
     _positive("optimizer.lr", o.lr)
     _positive("optimizer.backbone_lr", o.backbone_lr, allow_zero=True)
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
+    if o.layer_decay is not None and not 0.0 < o.layer_decay <= 1.0:
+        _fail("optimizer.layer_decay", o.layer_decay, "null (off) or a number in (0, 1]")
     _one_of("scheduler.name", s.name, ("cosine", "plateau", "none"))
     _positive("scheduler.warmup_epochs", s.warmup_epochs, allow_zero=True)
     if not 0.0 < s.factor < 1.0:
@@ -148,6 +150,8 @@ def validate_training(cfg: Config) -> None:
     _one_of("training.monitor_mode", t.monitor_mode, ("auto", "min", "max"))
     _one_of("training.precision", str(t.precision), ("auto", "32", "16-mixed", "bf16-mixed"))
     _positive("training.freeze_backbone_epochs", t.freeze_backbone_epochs, allow_zero=True)
+    if t.unfreeze_stages is not None and t.unfreeze_stages < 0:
+        _fail("training.unfreeze_stages", t.unfreeze_stages, "null (all stages) or an integer >= 0")
     _positive("training.gradient_clip", t.gradient_clip)
     _positive("training.early_stopping.patience", t.early_stopping.patience)
     _positive("training.limit_train_batches", t.limit_train_batches)

@@ -184,6 +184,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
 
     module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
+                             unfreeze_stages=cfg.training.unfreeze_stages,
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor,
                              nonfinite=NonFiniteGuard(cfg.training.on_nonfinite_loss, splits.train))
     has_val = splits.val is not None and len(splits.val) > 0

@@ -31,6 +31,8 @@ from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.progress import epoch_number
 from polyhead.model.multitask import MultiTaskModel
+from polyhead.model.stages import (backbone_stages, check_layer_decay, check_unfreeze_stages, set_trainable_stages,
+                                   stage_learning_rates, trainable_stage_count)
 from polyhead.tasks import Task
 from polyhead.weighting import StepContext, WeightingMethod
 
@@ -66,7 +68,7 @@ class MultiTaskModule(L.LightningModule):
     def __init__(self, model: MultiTaskModel, tasks: dict[str, Task], weighting: WeightingMethod, *,
                  optimizer: OptimizerConfig, scheduler: SchedulerConfig, freeze_backbone_epochs: int = 0,
                  gradient_clip: float | None = None, monitor: str = "val/loss",
-                 nonfinite: NonFiniteGuard | None = None):
+                 nonfinite: NonFiniteGuard | None = None, unfreeze_stages: int | None = None):
         super().__init__()
         self.nonfinite = nonfinite or NonFiniteGuard("error")  # training.on_nonfinite_loss
         self.monitor = monitor  # shown in the progress bar beside the losses
@@ -74,6 +76,10 @@ class MultiTaskModule(L.LightningModule):
         self.model, self.tasks, self.weighting = model, tasks, weighting
         self.optimizer_cfg, self.scheduler_cfg = optimizer, scheduler
         self.freeze_backbone_epochs, self.gradient_clip = freeze_backbone_epochs, gradient_clip
+        self.stages = backbone_stages(model.backbone)  # bottom to top, see polyhead.model.stages
+        check_unfreeze_stages(self.stages, unfreeze_stages)
+        check_layer_decay(optimizer.layer_decay)
+        self.unfreeze_stages = unfreeze_stages
         self._val = OutputCollector(tasks)
         self._train = OutputCollector(tasks, deferred=True, max_rows=TRAIN_METRIC_ROWS)
         self._val_loss: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
@@ -85,12 +91,11 @@ class MultiTaskModule(L.LightningModule):
     # ---- optimisation --------------------------------------------------------------
     def configure_optimizers(self):
         o = self.optimizer_cfg
-        backbone = list(self.model.backbone.parameters())
+        backbone = self._backbone_groups()
         weighting = self.weighting.parameter_groups(o.lr)  # [] or one "weighting" group without decay
-        taken = {id(p) for p in backbone} | {id(p) for g in weighting for p in g["params"]}
+        taken = {id(p) for g in backbone + weighting for p in g["params"]}
         rest = [p for p in self.parameters() if id(p) not in taken]
-        groups = [{"params": backbone, "lr": o.backbone_lr if o.backbone_lr is not None else o.lr, "name": "backbone"},
-                  {"params": rest, "lr": o.lr, "name": "heads"}, *weighting]
+        groups = [*backbone, {"params": rest, "lr": o.lr, "name": "heads"}, *weighting]
         if o.name == "sgd":
             opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov, weight_decay=o.weight_decay)
         else:
@@ -117,12 +122,25 @@ class MultiTaskModule(L.LightningModule):
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
 
+    def _backbone_groups(self) -> list[dict]:
+        """One "backbone" group, or with optimizer.layer_decay one "backbone.<stage>" group per stage
+        (bottom to top) at lr_top * d^(stages above it); see `stage_learning_rates`."""
+        o = self.optimizer_cfg
+        if o.layer_decay is None or o.layer_decay == 1.0:
+            return [{"params": list(self.model.backbone.parameters()), "name": "backbone",
+                     "lr": o.backbone_lr if o.backbone_lr is not None else o.lr}]
+        params = dict(self.model.backbone.named_parameters())
+        rates = stage_learning_rates(len(self.stages), o.lr, o.backbone_lr, o.layer_decay)
+        return [{"params": [params[n] for n in stage.params], "lr": lr, "name": f"backbone.{stage.name}"}
+                for stage, lr in zip(self.stages, rates)]
+
     def on_train_epoch_start(self):
         self._means.reset()
-        frozen = self.current_epoch < self.freeze_backbone_epochs
-        self.model.set_backbone_trainable(not frozen)
-        if frozen:
-            self.model.backbone.eval()  # frozen BatchNorm keeps its pretrained statistics
+        # Frozen stages get no gradient (so no update, weight decay included) and run in eval mode:
+        # their BatchNorm keeps its (pretrained) statistics.
+        n = trainable_stage_count(len(self.stages), self.current_epoch, self.freeze_backbone_epochs,
+                                  self.unfreeze_stages)
+        set_trainable_stages(self.model.backbone, self.stages, n, self.model.training)
 
     def training_step(self, batch: Batch, batch_idx: int):
         opt = self.optimizers()
