@@ -5,7 +5,9 @@ Run folder:
     config.yaml      resolved config (inferred class lists written in), rebuilds the run
     data.json        rows and labelled rows per split and task (and rows skipped for a bad image)
     skipped_rows.csv rows dropped for a bad image with data.on_bad_image=skip: split, table, row, image, reason
-    model_summary.json  input size; parameters and MACs per component (backbone or trunk and branches, each head)
+    model_summary.json  input size; parameters, MACs and output shape per component (backbone or trunk and
+                     branches, each head); the backbone's stages: output shape, whether and at which lr they train
+    model.png, model.svg  a picture of the model drawn from model_summary.json (polyhead.reports.model_picture)
     history.csv      one row per epoch: every per-task loss and metric; learning rates and task weights as
                      means over the epoch's steps
     checkpoints/     best.ckpt, last.ckpt (Lightning; written atomically by engine/checkpoint_io.py)
@@ -53,7 +55,7 @@ from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerp
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
 from polyhead.model.multitask import MultiTaskModel
-from polyhead.model.summary import model_summary, summary_table
+from polyhead.model.summary import model_summary, stages_table, summary_table
 from polyhead.tasks import Task
 from polyhead.tracking import Trackers, build_trackers
 from polyhead.weighting import build_weighting
@@ -178,9 +180,13 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     write_skipped_rows(run_dir, splits)
     _print_data_summary(console, splits, run_dir)
     _start_tracking(cfg, trackers, run_dir, splits)
-    summary = model_summary(model, (prep.channels, *prep.image_size))
+    summary = model_summary(model, (prep.channels, *prep.image_size), schedule=_stage_schedule(cfg))
     (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
     console.print(summary_table(summary))
+    console.print(stages_table(summary))
+    from polyhead.reports.model_picture import write_model_picture  # matplotlib: imported when used
+
+    write_model_picture(summary, run_dir)
 
     module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
@@ -225,6 +231,13 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
         console.print(f"report: [bold]{report}[/]")
     console.print(f"run folder: [bold]{run_dir}[/] ({seconds:.0f} s)")
     return RunResult(run_dir, metrics, tasks, model, seconds)
+
+
+def _stage_schedule(cfg: Config) -> dict:
+    """Which backbone stages train when, and at which learning rate (for the model summary)."""
+    t, o = cfg.training, cfg.optimizer
+    return {"freeze_epochs": t.freeze_backbone_epochs, "unfreeze_stages": t.unfreeze_stages, "lr": o.lr,
+            "backbone_lr": o.backbone_lr, "layer_decay": o.layer_decay}
 
 
 def live_progress(cfg: Config, console: Console) -> bool:

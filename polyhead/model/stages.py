@@ -209,6 +209,8 @@ def stage_plan(backbone: nn.Module, stages: list[Stage], *, freeze_epochs: int, 
                lr: float, backbone_lr: float | None, layer_decay: float | None) -> list[dict]:
     """One row per stage, bottom to top, for the model summary and picture:
     {"stage", "parameters", "trains": "yes" | "from epoch K" (1-based) | "no", "lr_multiplier": stage lr / lr}."""
+    check_unfreeze_stages(stages, unfreeze_stages)
+    check_layer_decay(layer_decay)
     params = dict(backbone.named_parameters())
     rates = stage_learning_rates(len(stages), lr, backbone_lr, layer_decay)
     n = trainable_stage_count(len(stages), freeze_epochs, freeze_epochs, unfreeze_stages)
