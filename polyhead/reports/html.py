@@ -1,7 +1,7 @@
 """`report.html`: one self-contained page per run (no network: images are base64 data URIs,
 CSS is inline, no fonts or scripts are fetched).
 
-Reads, each optional: config.yaml, data.json, model_summary.json, metrics.json, plots/**.png,
+Reads, each optional: config.yaml, data.json, model_summary.json, model.png, metrics.json, plots/**.png,
 inspect/**.png, evaluations/<stem>.json and evaluations/<stem>/plots/*.png.
 """
 
@@ -49,7 +49,7 @@ def write_report(run_dir: Path, *, title: str | None = None) -> Path:
         ("evaluations", "Evaluations", _evaluations_section(run_dir)),
         ("inspect", "Data inspection", _gallery(sorted((run_dir / "inspect").rglob("*.png")), run_dir)),
         ("data", "Data", _data_section(_json(run_dir / "data.json"))),
-        ("model", "Model", _model_section(_json(run_dir / "model_summary.json"))),
+        ("model", "Model", _model_section(_json(run_dir / "model_summary.json"), run_dir)),
         ("config", "Config", _config_section(run_dir / "config.yaml")),
     ]
     sections = [s for s in sections if s[2]]
@@ -207,14 +207,17 @@ def _data_section(data: Any) -> str:
     return html
 
 
-def _model_section(summary: Any) -> str:
+def _model_section(summary: Any, run_dir: Path | None = None) -> str:
     """model_summary.json: a list of {component, parameters, trainable[, macs]} rows, or a dict
-    {"input_size": [C, H, W], "macs_per_image": int, "components": [rows]}."""
+    {"input_size": [C, H, W], "macs_per_image": int, "components": [rows][, "stages": [rows]]};
+    the picture model.png first when the run folder has it."""
     if isinstance(summary, list):
         summary = {"components": summary}
     if not isinstance(summary, dict):
         return ""
     html = ""
+    if run_dir is not None and (run_dir / "model.png").is_file():
+        html += f'<div class="gallery">{_image(run_dir / "model.png", run_dir)}</div>'
     facts = []
     if summary.get("input_size"):
         facts.append(f"input size {' × '.join(str(x) for x in summary['input_size'])}")
@@ -226,6 +229,13 @@ def _model_section(summary: Any) -> str:
     if rows:
         cols = ["component", "parameters", "trainable"] + (["macs"] if any("macs" in r for r in rows) else [])
         html += _table(cols, [[r.get(c) for c in cols] for r in rows])
+    stages = [r for r in summary.get("stages") or [] if isinstance(r, dict)]
+    if stages:
+        html += "<h3>backbone stages, bottom to top</h3>" + _table(
+            ["stage", "output", "parameters", "trains", "lr multiplier"],
+            [[r.get("stage", "") + (" (each branch)" if r.get("in") == "branches" else ""),
+              "×".join(str(x) for x in r.get("output_shape") or []), r.get("parameters"), r.get("trains"),
+              r.get("lr_multiplier") if r.get("trains") != "no" else None] for r in stages])
     return html
 
 

@@ -43,7 +43,8 @@ def test_macs_scale_with_the_input_size_and_hidden_layers():
     assert small["macs_per_image"] == 8 * 8 * 4 * 9 + head
     assert big["macs_per_image"] == 16 * 16 * 4 * 9 + head
     assert big["components"][1] == {"component": "head 'a'", "parameters": 4 * 10 + 10 + 10 * 2 + 2,
-                                    "trainable": 72, "macs": head}
+                                    "trainable": 72, "macs": head, "kind": "head", "name": "a",
+                                    "output_shape": [2]}
 
 
 def test_branched_summary_adds_up_and_counts_frozen_parameters():

@@ -45,7 +45,8 @@ def test_run_writes_plots_and_report(run):
     assert {"train/quadrant/accuracy", "train/red/f1", "train/tags/micro_f1"} <= set(history)
     html = (run / "report.html").read_text()
     sources = re.findall(r'<img src="([^"]*)"', html)
-    assert len(sources) == len(_pngs(run)) == len(TRAINING_PLOTS | TEST_PLOTS)
+    assert len(sources) == len(_pngs(run)) == len(TRAINING_PLOTS | TEST_PLOTS) + 1  # and the model picture
+    assert (run / "model.png").is_file()
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(src|href)="(https?:)?//', html)  # nothing to fetch
     for text in ("test split", "validation split", "quadrant", "macro_f1", "per class", "small_cnn"):
