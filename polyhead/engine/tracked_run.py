@@ -23,8 +23,8 @@ from polyhead.engine.summary import scalar_metrics
 from polyhead.tracking import Trackers
 
 # run folder files logged as artifacts at the end (those that exist); the model bundle goes apart
-ARTIFACTS = ("config.yaml", "data.json", "metrics.json", "history.csv", "model_summary.json", "report.html",
-             "skipped_rows.csv", "plots")
+ARTIFACTS = ("config.yaml", "data.json", "metrics.json", "history.csv", "model_summary.json", "model.png",
+             "model.svg", "report.html", "skipped_rows.csv", "plots")
 
 
 def flatten(values: Any, prefix: str = "") -> dict[str, str]:
