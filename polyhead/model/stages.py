@@ -102,23 +102,29 @@ def _merge_flat_layers(model: nn.Module, groups: list[list[str]]) -> list[tuple[
             merged[-1][1].extend(group)
         else:
             merged.append((lv, list(group)))
-    return [(_group_name(g), g) for _, g in merged]
+    every = [p for g in groups for p in g]
+    return [(_group_name(g, every), g) for _, g in merged]
 
 
-def _group_name(params: list[str]) -> str:
-    """"features.6-8" (layers of one Sequential), "layer1" / "blocks.0" (a common prefix, cut after its
-    first index), "conv1+bn1" (the top-level modules)."""
-    modules = list(dict.fromkeys(_module_of(p) for p in params))
-    indexed = [re.fullmatch(r"(.+)\.(\d+)", m) for m in modules]
-    if len(modules) > 1 and all(indexed) and len({m.group(1) for m in indexed}) == 1:
-        return f"{indexed[0].group(1)}.{indexed[0].group(2)}-{indexed[-1].group(2)}"
+def _group_name(params: list[str], every: list[str]) -> str:
+    """The shortest module path holding exactly this group's parameters ("layer1", "blocks.0", "stem"),
+    else "features.6-8" (layers of one Sequential) or "conv1+bn1" (the top-level modules)."""
+    mine = set(params)
+
+    def whole(prefix: str) -> bool:
+        return all(n in mine for n in every if n.startswith(prefix + "."))
+
+    modules = list(dict.fromkeys(_module_of(p) or p for p in params))
     common: list[str] = []
     for level in zip(*(m.split(".") for m in modules)):
         if len(set(level)) != 1:
             break
         common.append(level[0])
-        if level[0].isdigit():
-            break
+        if whole(".".join(common)):
+            return ".".join(common)
+    indexed = [re.fullmatch(r"(.+)\.(\d+)", m) for m in modules]
+    if len(modules) > 1 and all(indexed) and len({m.group(1) for m in indexed}) == 1:
+        return f"{indexed[0].group(1)}.{indexed[0].group(2)}-{indexed[-1].group(2)}"
     if common:
         return ".".join(common)
     return "+".join(dict.fromkeys(m.split(".")[0] for m in modules))
