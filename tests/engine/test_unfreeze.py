@@ -119,3 +119,26 @@ def test_without_decay_the_backbone_keeps_one_group():
 def test_more_stages_than_the_backbone_has_is_one_line():
     with pytest.raises(ConfigError, match=r"training.unfreeze_stages=6 but the backbone has 5 stages"):
         _module(build_backbone("resnet18", in_chans=3), unfreeze=6)
+
+
+def test_resume_mid_schedule_is_bit_identical(dataset, crash_at):
+    """Frozen epoch 1, the last stage from epoch 2 at a decayed rate: a run cut in epoch 3 and resumed
+    from epoch 2's checkpoint repeats the uninterrupted run exactly."""
+    import pandas as pd
+
+    from polyhead.cli.main import main
+
+    def argv(name):
+        return ["train", str(dataset / "config.yaml"), f"output_dir={dataset / 'runs'}", f"run_name={name}",
+                "tracking.enabled=false", "report.enabled=false", "training.cpu_threads=1", "training.epochs=3",
+                "training.freeze_backbone_epochs=1", "training.unfreeze_stages=1", "optimizer.layer_decay=0.5"]
+
+    assert main(argv("full")) == 0
+    crash_at(epoch=2, batch=2)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        main(argv("cut"))
+    assert main(["train", "--resume", str(dataset / "runs" / "cut")]) == 0
+    full = pd.read_csv(dataset / "runs" / "full" / "history.csv")
+    cut = pd.read_csv(dataset / "runs" / "cut" / "history.csv")
+    assert {"lr/backbone.blocks.0", "lr/backbone.blocks.1", "lr/heads"} <= set(full.columns)
+    pd.testing.assert_frame_equal(cut, full, check_exact=True)
