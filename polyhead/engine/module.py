@@ -19,6 +19,7 @@ learning rates each step used are logged as epoch means (`weights/<task>`, `lr/<
 from __future__ import annotations
 
 import math
+import re
 from collections import defaultdict
 
 import lightning as L
@@ -131,8 +132,9 @@ class MultiTaskModule(L.LightningModule):
                      "lr": o.backbone_lr if o.backbone_lr is not None else o.lr}]
         params = dict(self.model.backbone.named_parameters())
         rates = stage_learning_rates(len(self.stages), o.lr, o.backbone_lr, o.layer_decay)
-        return [{"params": [params[n] for n in stage.params], "lr": lr, "name": f"backbone.{stage.name}"}
-                for stage, lr in zip(self.stages, rates)]
+        # the group name becomes the metric lr/<name>: only characters every tracker accepts
+        return [{"params": [params[n] for n in stage.params], "lr": lr,
+                 "name": "backbone." + re.sub(r"[^\w.\-]", "_", stage.name)} for stage, lr in zip(self.stages, rates)]
 
     def on_train_epoch_start(self):
         self._means.reset()

@@ -5,9 +5,9 @@ How the stages are found (every parameter of the backbone is in exactly one stag
 
     small_cnn          one stage per conv block: blocks.0 .. blocks.N-1
     timm models        timm's own coarse parameter groups (`model.group_matcher(coarse=True)`, the grouping
-                       timm's `param_groups_layer_decay` uses): ResNet conv1+bn1, layer1 .. layer4;
-                       EfficientNet conv_stem+bn1, blocks.0 .. blocks.6, conv_head+bn2 (timm folds the head
-                       conv into the last block group; here it is a stage of its own). A flat model whose groups
+                       timm's `param_groups_layer_decay` uses): ResNet stem (conv1, bn1), layer1 .. layer4;
+                       EfficientNet stem (conv_stem, bn1), blocks.0 .. blocks.6, head (conv_head, bn2; timm
+                       folds the head conv into the last block group, here it is a stage of its own). A flat model whose groups
                        are single layers (VGG: features.0, features.3, ...) is cut at its feature levels
                        (`feature_info`: one per pooling layer) instead, so a stage is all convs at one resolution.
                        Parameters no group matches (VGG's pre_logits) are the last stage.
@@ -31,7 +31,7 @@ from polyhead.model.backbones import SmallCNN, TimmBackbone
 
 @dataclass
 class Stage:
-    name: str  # e.g. "layer3", "blocks.0", "conv1+bn1", "features.6-8"
+    name: str  # e.g. "layer3", "blocks.0", "stem", "features.6-8"
     params: list[str]  # names in backbone.named_parameters()
 
 
@@ -103,12 +103,17 @@ def _merge_flat_layers(model: nn.Module, groups: list[list[str]]) -> list[tuple[
         else:
             merged.append((lv, list(group)))
     every = [p for g in groups for p in g]
-    return [(_group_name(g, every), g) for _, g in merged]
+    names = [_group_name(g, every) for _, g in merged]
+    # Several top-level modules (conv1 + bn1, conv_head + bn2): the stem when first, the head when last.
+    ends = {0: "stem", len(names) - 1: "head"}
+    names = [ends.get(i, n) if "+" in n and ends.get(i) not in names else n for i, n in enumerate(names)]
+    return [(name, g) for name, (_, g) in zip(names, merged)]
 
 
 def _group_name(params: list[str], every: list[str]) -> str:
     """The shortest module path holding exactly this group's parameters ("layer1", "blocks.0", "stem"),
-    else "features.6-8" (layers of one Sequential) or "conv1+bn1" (the top-level modules)."""
+    else "features.6-8" (layers of one Sequential) or "conv1+bn1" (the top-level modules;
+    renamed stem / head by `_merge_flat_layers` when first / last)."""
     mine = set(params)
 
     def whole(prefix: str) -> bool:

@@ -98,9 +98,9 @@ def test_unfreeze_zero_keeps_the_backbone_frozen_while_the_heads_train():
 def test_optimizer_groups_have_the_decayed_rates_computed_by_hand():
     module = _module(build_backbone("resnet18", in_chans=3), lr=0.1, decay=0.5)
     groups = {g["name"]: g for g in module.configure_optimizers().param_groups}
-    # heads: lr; layer4 (top): lr * 0.5; layer3: lr * 0.25; ... conv1+bn1 (bottom, 5th from the top): lr * 0.5^5
+    # heads: lr; layer4 (top): lr * 0.5; layer3: lr * 0.25; ... stem (bottom, 5th from the top): lr * 0.5^5
     expected = {"heads": 0.1, "backbone.layer4": 0.05, "backbone.layer3": 0.025, "backbone.layer2": 0.0125,
-                "backbone.layer1": 0.00625, "backbone.conv1+bn1": 0.003125}
+                "backbone.layer1": 0.00625, "backbone.stem": 0.003125}
     assert {k: g["lr"] for k, g in groups.items()} == pytest.approx(expected)
     layer2 = {id(p) for p in module.model.backbone.model.layer2.parameters()}
     assert {id(p) for p in groups["backbone.layer2"]["params"]} == layer2
