@@ -142,3 +142,22 @@ def test_resume_mid_schedule_is_bit_identical(dataset, crash_at):
     cut = pd.read_csv(dataset / "runs" / "cut" / "history.csv")
     assert {"lr/backbone.blocks.0", "lr/backbone.blocks.1", "lr/heads"} <= set(full.columns)
     pd.testing.assert_frame_equal(cut, full, check_exact=True)
+
+
+def test_one_step_on_efficientnet_moves_exactly_the_last_two_stages():
+    torch.manual_seed(0)
+    module = _module(build_backbone("efficientnet_lite0", in_chans=3), unfreeze=2, decay=0.8)
+    backbone = module.model.backbone
+    opt = module.configure_optimizers()
+    module.train()
+    module.on_train_epoch_start()  # epoch 0, no frozen epochs: the last 2 stages train
+    before = {k: v.clone() for k, v in backbone.state_dict().items()}
+    batch = _batches(1)[0]
+    logits = module.model(batch["image"])
+    sum(torch.nn.functional.cross_entropy(logits[t], batch["targets"][t]) for t in TASKS).backward()
+    opt.step()
+    after = backbone.state_dict()
+    moved = {k.split(".")[1] + "." + k.split(".")[2] if k.startswith("model.blocks") else k.split(".")[1]
+             for k, v in before.items() if not torch.equal(v, after[k])}
+    # blocks.6 and the head conv (conv_head, bn2): weights and BatchNorm statistics; nothing below
+    assert moved == {"blocks.6", "conv_head", "bn2"}
