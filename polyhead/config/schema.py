@@ -30,6 +30,9 @@ class TaskConfig:
     # multilabel
     thresholds: Optional[Dict[str, float]] = None  # per-label thresholds, overriding `threshold`
     delimiter: str = "|"  # separator in string cells such as "red|blue"
+    # loss
+    loss: str = "cross_entropy"  # cross_entropy (softmax CE / sigmoid BCE) | focal (binary, multiclass, multilabel) | asymmetric (binary, multilabel) | a name registered with @register_loss
+    loss_args: Dict[str, Any] = field(default_factory=dict)  # the loss's arguments: focal {gamma: 2, alpha}; asymmetric {gamma_pos: 0, gamma_neg: 4, clip: 0.05}
     # weighting
     weight: float = 1.0  # loss weight used by the `static` weighting method
 
@@ -176,6 +179,7 @@ class ReportConfig:
 
 @dataclass
 class Config:
+    plugins: List[str] = field(default_factory=list)  # Python modules (my_pkg.my_module) or files (./my_plugin.py, relative to the config file) imported before anything is built; see docs/extending.md
     tasks: Dict[str, TaskConfig] = field(default_factory=dict)  # task name -> task settings
     data: DataConfig = field(default_factory=DataConfig)  # tables, splits, images, loading
     model: ModelConfig = field(default_factory=ModelConfig)  # backbone and heads
