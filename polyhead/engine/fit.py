@@ -52,6 +52,7 @@ from polyhead.engine.summary import metrics_table
 from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
+from polyhead.plugins import plugin_records
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.summary import model_summary, summary_table
 from polyhead.tasks import Task
@@ -200,7 +201,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
         save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
-                    head_dropout=cfg.model.head.dropout)
+                    head_dropout=cfg.model.head.dropout, extra={"plugins": plugin_records(cfg.plugins)})
 
     device = module.device if module.device.type != "meta" else torch.device("cpu")
     metrics, outputs = {}, {}
