@@ -476,13 +476,13 @@ class MultilabelTask(Task):
         preds = self.predicted(probs).long()
         kw = dict(num_labels=k, validate_args=False)
         hard = preds.float()  # decisions already taken (>= threshold); torchmetrics' 0.5 keeps them
-        f1 = M.multilabel_f1_score(hard, t, average="none", threshold=0.5, **kw).tolist()
+        f1 = M.multilabel_f1_score(hard, t, average="none", threshold=0.5, **kw).reshape(-1).tolist()  # [K] even for K = 1
         support = t.sum(dim=0).tolist()
         out["micro_f1"] = M.multilabel_f1_score(hard, t, average="micro", threshold=0.5, **kw).item()
         out["macro_f1"] = _macro_over_present(f1, support, preds.sum(dim=0).tolist())
         out["exact_match"] = (preds == t).all(dim=1).float().mean().item()
-        prec = M.multilabel_precision(hard, t, average="none", threshold=0.5, **kw).tolist()
-        rec = M.multilabel_recall(hard, t, average="none", threshold=0.5, **kw).tolist()
+        prec = M.multilabel_precision(hard, t, average="none", threshold=0.5, **kw).reshape(-1).tolist()
+        rec = M.multilabel_recall(hard, t, average="none", threshold=0.5, **kw).reshape(-1).tolist()
         ap = []
         for j in range(k):
             col = t[:, j]

@@ -77,7 +77,7 @@ def test_extending_doc_example_trains_and_predicts_through_the_cli(tmp_path, cap
     # what the run trained is the plugin's: its MLP backbone, with the doc's weighting method
     from polyhead.model.bundle import load_bundle
     bundle = load_bundle(run)
-    assert type(bundle.model.backbone).__name__ == "TinyMLP" and bundle.model.num_features == 32
+    assert type(bundle.model.backbone).__name__ == "TinyMLP" and bundle.model.num_features == 24
     assert bundle.meta["plugins"] == [{"plugin": plugin, "registers": {
         "backbone": ["tiny_mlp"], "loss": ["poly1"], "weighting": ["mean_of_tasks"]}}]
 
@@ -244,3 +244,23 @@ def test_bundle_without_plugins_loads_as_before(tmp_path):
     from polyhead.plugins import check_bundle_plugins
     check_bundle_plugins({"backbone": {"name": "small_cnn"}, "tasks": []}, "x")  # old bundles: no "plugins" key
     shutil.rmtree(tmp_path)
+
+
+def test_backbone_args_reach_the_factory_and_unknown_ones_are_one_line():
+    register_backbone("widthy")(lambda *, in_chans=3, drop_rate=0.0, width=4: _Flat(in_chans, width))
+    assert build_backbone("widthy", options={"width": 7}).num_features == 7
+    with pytest.raises(ConfigError, match=r"unknown model.backbone_args key\(s\) for backbone 'widthy': wdth; "
+                                          r"accepted: width"):
+        build_backbone("widthy", options={"wdth": 7})
+    with pytest.raises(ConfigError, match="model.backbone_args is for a backbone registered by a plugin"):
+        build_backbone("resnet18", options={"width": 7})
+
+
+class _Flat(nn.Module):
+    def __init__(self, in_chans: int, width: int):
+        super().__init__()
+        self.num_features = width
+        self.lin = nn.Linear(in_chans, width)
+
+    def forward_features(self, x):
+        return self.lin(x.mean(dim=(2, 3)))

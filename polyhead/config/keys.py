@@ -21,7 +21,7 @@ from polyhead.errors import ConfigError
 
 #: Mappings whose keys are a registry's to check, not the schema's: `training.weighting_args.<arg>=v`
 #: needs no "+" (the weighting method refuses an argument it does not take, naming the ones it does).
-FREE_FORM = ("training.weighting_args",)
+FREE_FORM = ("training.weighting_args", "model.backbone_args")
 
 
 def _unwrap(t: Any) -> Any:

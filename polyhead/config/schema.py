@@ -90,7 +90,8 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small_cnn"  # small_cnn or any timm model name
+    backbone: str = "small_cnn"  # small_cnn, any timm model name, or a backbone registered by a plugin
+    backbone_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of a plugin's backbone (model.backbone_args.<arg>=value, no "+" needed)
     pretrained: bool = False  # ImageNet weights (offline package or timm hub)
     weights: Optional[str] = None  # local state dict / safetensors for the backbone
     weights_key_map: str = "auto"  # auto | none | ordered
@@ -179,7 +180,6 @@ class ReportConfig:
 
 @dataclass
 class Config:
-    plugins: List[str] = field(default_factory=list)  # Python modules (my_pkg.my_module) or files (./my_plugin.py, relative to the config file) imported before anything is built; see docs/extending.md
     tasks: Dict[str, TaskConfig] = field(default_factory=dict)  # task name -> task settings
     data: DataConfig = field(default_factory=DataConfig)  # tables, splits, images, loading
     model: ModelConfig = field(default_factory=ModelConfig)  # backbone and heads
@@ -190,3 +190,4 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)  # plots and the HTML report
     output_dir: str = "runs"  # run folders are created under this
     run_name: Optional[str] = None  # default: <config name>-<timestamp>
+    plugins: List[str] = field(default_factory=list)  # Python modules (my_pkg.my_module) or files (./my_plugin.py, relative to the config file) imported before anything is built; see docs/extending.md

@@ -104,7 +104,8 @@ def build_model_from_config(cfg: Config, tasks: dict[str, Task]) -> tuple[MultiT
     m, d = cfg.model, cfg.data
     small_cnn = dict(vars(m.small_cnn)) if m.backbone == "small_cnn" else None
     spec = BackboneSpec(name=m.backbone, in_chans=d.channels, small_cnn=small_cnn, drop_rate=m.drop_rate,
-                        branch_point=m.branch_point, branch_groups=m.branch_groups)
+                        branch_point=m.branch_point, branch_groups=m.branch_groups,
+                        options=dict(m.backbone_args) or None)
     prep = Preprocessing(image_size(d), d.channels, d.mean, d.std)
     model = build_model(spec, tasks, prep, head_hidden=m.head.hidden, head_dropout=m.head.dropout,
                         pretrained=m.pretrained, weights=m.weights, weights_key_map=m.weights_key_map)

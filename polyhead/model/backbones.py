@@ -206,6 +206,24 @@ def check_backbone(name: str) -> None:
     )
 
 
+def _check_kwargs(name: str, factory: Callable, kwargs: dict) -> None:
+    """One line for a model.backbone_args key the factory does not take."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and k not in ("self", "in_chans", "drop_rate")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown model.backbone_args key(s) for backbone {name!r}: {', '.join(unknown)}; "
+                          f"accepted: {', '.join(accepted) or 'none'}")
+
+
 def check_contract(name: str, backbone, in_chans: int) -> None:
     """One line unless a registered backbone built a module with `forward_features` and an integer
     `num_features` (`in_chans` is set when the module leaves it out)."""
@@ -256,6 +274,7 @@ def build_backbone(
     weights_key_map: str | Callable[[dict[str, Tensor]], dict[str, Tensor]] = "auto",
     small_cnn: Mapping | None = None,
     drop_rate: float = 0.0,
+    options: Mapping | None = None,
 ) -> nn.Module:
     """Create the backbone called `name` (a built-in or any timm model).
 
@@ -266,6 +285,7 @@ def build_backbone(
         precedence over `pretrained`, so nothing is downloaded).
     weights_key_map: how to match the file's keys, see `load_weights`.
     small_cnn: options for the "small_cnn" backbone (`SmallCNN` keywords).
+    options: keyword arguments of another registered backbone (`model.backbone_args`).
     """
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
         raise ConfigError(f"model.in_chans must be an integer >= 1, got {in_chans!r}")
@@ -275,10 +295,16 @@ def build_backbone(
                 f"model.pretrained: backbone {name!r} has no pretrained weights; "
                 "set model.pretrained=false or give model.weights=PATH"
             )
-        options = dict(small_cnn or {}) if name == "small_cnn" else {}
-        backbone = BACKBONES[name](in_chans=in_chans, drop_rate=drop_rate, **options)
+        if options and name == "small_cnn":
+            raise ConfigError("model.backbone_args is for a plugin's backbone; small_cnn takes model.small_cnn.*")
+        kwargs = dict(small_cnn or {}) if name == "small_cnn" else dict(options or {})
+        _check_kwargs(name, BACKBONES[name], kwargs)
+        backbone = BACKBONES[name](in_chans=in_chans, drop_rate=drop_rate, **kwargs)
         check_contract(name, backbone, in_chans)
     else:
+        if options:
+            raise ConfigError(f"model.backbone_args is for a backbone registered by a plugin, not the timm model "
+                              f"{name!r}; timm options: model.drop_rate, model.pretrained")
         check_backbone(name)
         offline = offline_weights(name) if pretrained and weights is None else None
         offline_path = offline.locate() if offline is not None else None

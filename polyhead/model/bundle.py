@@ -40,6 +40,7 @@ class BackboneSpec:
     drop_rate: float = 0.0
     branch_point: str | None = None  # see polyhead.model.branching
     branch_groups: dict[str, list[str]] | None = None
+    options: dict | None = None  # model.backbone_args: a registered (plugin) backbone's keyword arguments
 
 
 @dataclass
@@ -54,7 +55,8 @@ def build_model(spec: BackboneSpec, tasks: dict[str, Task], prep: Preprocessing,
                 head_dropout: float = 0.0, pretrained: bool = False, weights: str | None = None,
                 weights_key_map: str = "auto") -> MultiTaskModel:
     backbone = build_backbone(spec.name, in_chans=spec.in_chans, pretrained=pretrained, weights=weights,
-                              weights_key_map=weights_key_map, small_cnn=spec.small_cnn, drop_rate=spec.drop_rate)
+                              weights_key_map=weights_key_map, small_cnn=spec.small_cnn, drop_rate=spec.drop_rate,
+                              options=spec.options)
     if spec.name in BACKBONES and spec.name != "small_cnn":  # a plugin's backbone: its output, once
         check_features(spec.name, backbone, spec.in_chans, tuple(prep.image_size))
     if prep.mean is None or prep.std is None:
