@@ -3,6 +3,7 @@ from the config or --plugin; bundles that record them; docs/extending.md's examp
 
 from __future__ import annotations
 
+import base64
 import re
 import shutil
 import textwrap
@@ -60,7 +61,7 @@ def test_extending_doc_shows_the_example_plugin_file_verbatim():
     assert (DOCS / "examples" / "my_plugin.py").read_text() in _blocks(doc, "python")
 
 
-def test_extending_doc_example_trains_and_predicts_through_the_cli(tmp_path, capsys):
+def test_extending_doc_example_trains_predicts_and_serves_through_the_cli(tmp_path, capsys, monkeypatch):
     doc = (DOCS / "extending.md").read_text()
     config = next(b for b in _blocks(doc, "yaml") if "backbone: tiny_mlp" in b)
     _tiny_dataset(tmp_path)
@@ -94,10 +95,27 @@ def test_extending_doc_example_trains_and_predicts_through_the_cli(tmp_path, cap
     assert f"needs plugin '{plugin}' (it registers backbone 'tiny_mlp')" in err and f"--plugin {plugin}" in err
     assert not out.exists()
 
-    # with it: predictions for the 48 rows
+    # `polyhead serve --workers N`: each worker imports the plugins named in its settings
+    from fastapi.testclient import TestClient
+
+    from polyhead.serving.app import app_from_environment
+    from polyhead.serving.settings import ENVIRONMENT, ServeSettings
+    monkeypatch.setenv(ENVIRONMENT, ServeSettings(path=str(run), device="cpu", name="m").to_json())
+    with pytest.raises(plugins.PluginError, match=f"needs plugin '{re.escape(plugin)}'"):
+        app_from_environment()
+    monkeypatch.setenv(ENVIRONMENT, ServeSettings(path=str(run), device="cpu", name="m", plugins=[plugin]).to_json())
+    image = tmp_path / "images" / "0000.png"
+    with TestClient(app_from_environment()) as client:
+        answer = client.post("/v1/models/m:predict", json={"instances": [{"b64": base64.b64encode(
+            image.read_bytes()).decode()}]})
+    assert answer.status_code == 200 and set(answer.json()["predictions"][0]) >= {"quadrant", "red", "tags"}
+
+    # with it: predictions for the 48 rows, as the served model predicts
     assert main(["predict", str(run), "--table", str(tmp_path / "labels.csv"), "--out", str(out),
                  "--num-workers", "0", "--plugin", plugin]) == 0
-    assert len(pd.read_csv(out)) == 48
+    predicted = pd.read_csv(out)
+    assert len(predicted) == 48
+    assert predicted["quadrant"][0] == answer.json()["predictions"][0]["quadrant"]
 
 
 # ---------------------------------------------------------------------------- loading plugins
