@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from polyhead.config.schema import TaskConfig
 from polyhead.errors import ConfigError, DataError, PolyheadError, one_of

@@ -282,3 +282,14 @@ class _Flat(nn.Module):
 
     def forward_features(self, x):
         return self.lin(x.mean(dim=(2, 3)))
+
+
+def test_tracker_registration_checks():
+    from polyhead.tracking import Tracker, register_tracker
+
+    with pytest.raises(PolyheadError, match=r"register_tracker\('x'\) must decorate a subclass"):
+        register_tracker("x")(object)
+    with pytest.raises(PolyheadError, match=r"tracker 'lazy' .* must implement start"):
+        @register_tracker("lazy")
+        class Lazy(Tracker):
+            pass
