@@ -169,3 +169,16 @@ def test_register_loss_refuses_a_wrong_signature_and_a_taken_name():
     with pytest.raises(PolyheadError, match="already registered"):
         register_loss("focal")(lambda logits, targets, task: logits.sum())
     assert "two_args_test" not in LOSSES
+
+
+def test_loss_and_its_args_from_the_command_line(tmp_path, capsys):
+    from polyhead.cli.main import main
+
+    (tmp_path / "c.yaml").write_text("tasks:\n  red: {type: binary}\ndata: {train_table: x.csv}\n")
+    assert main(["train", str(tmp_path / "c.yaml"), "tasks.red.loss=focal", "tasks.red.loss_args.gamma=1.5",
+                 "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    assert "loss: focal" in printed and "gamma: 1.5" in printed
+    assert main(["train", str(tmp_path / "c.yaml"), "tasks.red.loss=asymmetric", "tasks.red.loss_args.clip=2",
+                 "--print-config"]) == 2
+    assert "tasks.red.loss_args.clip must be a number >= 0.0 and <= 1.0, got 2" in capsys.readouterr().err
