@@ -85,7 +85,7 @@ def load_plugin(spec: str, base: str | Path | None = None) -> Plugin:
     except PluginError:
         raise
     except ModuleNotFoundError as exc:
-        if not is_file(key) and exc.name and key.startswith(exc.name):
+        if not is_file(key) and exc.name and (key == exc.name or key.startswith(exc.name + ".")):
             raise PluginError(f"plugin '{spec}' not found: no module named '{exc.name}' on the Python path "
                               f"(install it, add its folder to PYTHONPATH, or give a file: ./my_plugin.py)") from None
         raise PluginError(f"plugin '{spec}' failed to import: {_one_line(exc)}") from None

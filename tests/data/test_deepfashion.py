@@ -117,3 +117,10 @@ def test_bad_release_is_one_line(release, tmp_path):
         prepare_deepfashion_attributes(tmp_path / "out", source=release, crop_bbox=True, progress=False)
     with pytest.raises(DataError, match="obtain"):
         prepare_deepfashion_attributes(tmp_path / "out", source=None, progress=False)
+
+
+def test_attribute_rows_of_the_wrong_width_are_one_line(release, tmp_path):
+    rows = [(i, " ".join(f"{v:2d}" for v in a[:-1])) for i, (_, _, a, _) in IMAGES.items()]
+    _listing(release / "Anno/list_attr_img.txt", "image_name  attribute_labels", rows)
+    with pytest.raises(DataError, match="rows hold 5 attribute values; Anno/list_attr_cloth.txt lists 6"):
+        prepare_deepfashion_attributes(tmp_path / "out", source=release, progress=False)

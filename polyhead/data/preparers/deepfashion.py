@@ -179,34 +179,65 @@ def build_table(paths: dict[str, Path], categories: list[tuple[str, int]],
     """The label table (see the module docstring), in the partition file's order."""
     partition = read_rows(paths["partition"], 1, "evaluation status")
     category_of = read_rows(paths["category_img"], 1, "category label")
-    attrs_of = read_rows(paths["attr_img"], None, "attribute labels")
+    attr_images, values = read_attribute_matrix(paths["attr_img"], len(attributes))
+    attr_row = {image: i for i, image in enumerate(attr_images)}
 
-    names = np.array([a for a, _ in attributes], dtype=object)
-    kinds = np.array([k for _, k in attributes])
-    rows = []
-    for image, (status,) in partition.items():
+    images = list(partition)
+    order = []
+    for image in images:
+        status = partition[image][0]
         if status not in SPLITS:
             raise DataError(f"{paths['partition']}: image '{image}' has status {status!r}; expected train, val or test")
         if image not in category_of:
             raise DataError(f"{paths['category_img']}: no category for '{image}' (listed in {FILES['partition']})")
-        if image not in attrs_of:
+        if image not in attr_row:
             raise DataError(f"{paths['attr_img']}: no attributes for '{image}' (listed in {FILES['partition']})")
-        label = _ints(paths["category_img"], image, category_of[image])[0]
-        if not 1 <= label <= len(categories):
-            raise DataError(f"{paths['category_img']}: '{image}' has category {label}; expected 1 to {len(categories)}")
-        values = np.array(_ints(paths["attr_img"], image, attrs_of[image]))
-        if len(values) != len(attributes):
-            raise DataError(f"{paths['attr_img']}: '{image}' has {len(values)} attribute values; "
-                            f"{FILES['attributes']} lists {len(attributes)}")
-        if not np.isin(values, (-1, 0, 1)).all():
-            raise DataError(f"{paths['attr_img']}: '{image}' holds values other than 1, -1 and 0")
-        category, body = categories[label - 1]
-        row = {"image": image, "split": status, "category": category, "body": BODY_TYPES[body]}
-        for kind, column in ATTRIBUTE_TYPES.items():
-            mine = values[kinds == kind]
-            row[column] = None if mine.size and not mine.any() else "|".join(names[kinds == kind][mine == 1]) or "[]"
-        rows.append(row)
-    return pd.DataFrame(rows, columns=["image", "split", "category", "body", *ATTRIBUTE_TYPES.values()])
+        order.append(attr_row[image])
+    labels = [_ints(paths["category_img"], image, category_of[image])[0] for image in images]
+    bad = next((i for i, label in enumerate(labels) if not 1 <= label <= len(categories)), None)
+    if bad is not None:
+        raise DataError(f"{paths['category_img']}: '{images[bad]}' has category {labels[bad]}; "
+                        f"expected 1 to {len(categories)}")
+    table = pd.DataFrame({"image": images, "split": [partition[i][0] for i in images],
+                          "category": [categories[label - 1][0] for label in labels],
+                          "body": [BODY_TYPES[categories[label - 1][1]] for label in labels]})
+    values = values[np.asarray(order, dtype=np.int64)]  # int8 [N, A], rows in partition order
+    names = np.array([a for a, _ in attributes], dtype=object)
+    kinds = np.array([k for _, k in attributes])
+    for kind, column in ATTRIBUTE_TYPES.items():
+        mine, labels_of_kind = values[:, kinds == kind], names[kinds == kind]
+        cells = np.array(["|".join(labels_of_kind[row == 1]) or "[]" for row in mine], dtype=object)
+        if mine.shape[1]:
+            cells[~mine.any(axis=1)] = None  # every attribute of this type unknown (0): missing
+        table[column] = cells
+    return table
+
+
+def read_attribute_matrix(path: Path, n_attributes: int) -> tuple[list[str], np.ndarray]:
+    """list_attr_img.txt -> (image names, int8 [N, n_attributes] of 1 / -1 / 0), read by pandas'
+    C parser (the full release is 289 222 rows x 1000 values)."""
+    with open(path, encoding="utf-8") as fh:
+        first = fh.readline().strip()
+    try:
+        count = int(first)
+    except ValueError:
+        raise DataError(f"{path}, line 1: expected the number of rows, got {first[:40]!r}") from None
+    columns = {0: str, **{i: np.int8 for i in range(1, n_attributes + 1)}}
+    try:
+        frame = pd.read_csv(path, sep=r"\s+", skiprows=2, header=None, dtype=columns, engine="c")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path}: not rows of an image name and {n_attributes} values of 1, -1 or 0 "
+                        f"({str(exc).strip().splitlines()[0]})") from None
+    if frame.shape[1] != n_attributes + 1:
+        raise DataError(f"{path}: rows hold {frame.shape[1] - 1} attribute values; {FILES['attributes']} "
+                        f"lists {n_attributes}")
+    if len(frame) != count:
+        raise DataError(f"{path}: line 1 says {count} rows, found {len(frame)}")
+    values = frame.iloc[:, 1:].to_numpy(dtype=np.int8)
+    if not np.isin(values, (-1, 0, 1)).all():
+        row = int(np.flatnonzero(~np.isin(values, (-1, 0, 1)).all(axis=1))[0])
+        raise DataError(f"{path}: '{frame.iloc[row, 0]}' holds values other than 1, -1 and 0")
+    return frame.iloc[:, 0].tolist(), values
 
 
 def _missing(table: pd.DataFrame, split: str) -> dict[str, int]:
