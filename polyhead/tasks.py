@@ -132,6 +132,11 @@ class Task:
         """Run the loss once on a tiny batch (all-zero logits, the first class as target): one line
         unless it returns a finite scalar with a gradient."""
         n, k = 2, self.num_outputs
+        weights = self.config.class_weights
+        if self.type == "multiclass" and weights is not None and len(weights) != k:
+            shown = ", ".join(self.classes[:10]) + (" ..." if k > 10 else "")
+            raise ConfigError(f"tasks.{self.name}.class_weights has {len(weights)} weights but the task has {k} "
+                              f"classes ({shown}); give one weight per class")
         logits = torch.zeros(n, k, requires_grad=True)
         if self.type == "multiclass":
             targets = torch.zeros(n, dtype=torch.int64)

@@ -182,3 +182,11 @@ def test_loss_and_its_args_from_the_command_line(tmp_path, capsys):
     assert main(["train", str(tmp_path / "c.yaml"), "tasks.red.loss=asymmetric", "tasks.red.loss_args.clip=2",
                  "--print-config"]) == 2
     assert "tasks.red.loss_args.clip must be a number >= 0.0 and <= 1.0, got 2" in capsys.readouterr().err
+
+
+def test_class_weights_must_match_inferred_classes():
+    import pandas as pd
+
+    task = build_task("t", TaskConfig(type="multiclass", class_weights=[1.0, 2.0]))
+    with pytest.raises(ConfigError, match=r"tasks.t.class_weights has 2 weights but the task has 3 classes \(a, b, c\)"):
+        task.fit_classes(pd.Series(["a", "b", "c"]), "train.csv")
