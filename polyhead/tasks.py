@@ -137,13 +137,14 @@ class Task:
             shown = ", ".join(self.classes[:10]) + (" ..." if k > 10 else "")
             raise ConfigError(f"tasks.{self.name}.class_weights has {len(weights)} weights but the task has {k} "
                               f"classes ({shown}); give one weight per class")
-        logits = torch.zeros(n, k, requires_grad=True)
-        if self.type == "multiclass":
-            targets = torch.zeros(n, dtype=torch.int64)
-        else:
-            targets = torch.zeros(n, k) if self.type == "multilabel" else torch.zeros(n)
         try:
-            value = self._criterion(logits, targets)
+            with torch.inference_mode(False), torch.enable_grad():  # also when a bundle loads under no_grad
+                logits = torch.zeros(n, k, requires_grad=True)
+                if self.type == "multiclass":
+                    targets = torch.zeros(n, dtype=torch.int64)
+                else:
+                    targets = torch.zeros(n, k) if self.type == "multilabel" else torch.zeros(n)
+                value = self._criterion(logits, targets)
         except PolyheadError:
             raise
         except Exception as exc:

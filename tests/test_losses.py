@@ -190,3 +190,10 @@ def test_class_weights_must_match_inferred_classes():
     task = build_task("t", TaskConfig(type="multiclass", class_weights=[1.0, 2.0]))
     with pytest.raises(ConfigError, match=r"tasks.t.class_weights has 2 weights but the task has 3 classes \(a, b, c\)"):
         task.fit_classes(pd.Series(["a", "b", "c"]), "train.csv")
+
+
+@pytest.mark.parametrize("mode", [torch.no_grad, torch.inference_mode])
+def test_tasks_build_under_no_grad_and_inference_mode(mode):
+    with mode():
+        task = _task("multilabel", ["x", "y"], loss="asymmetric")
+    assert task.labelled_loss(LOGITSM, YM).ndim == 0
