@@ -61,6 +61,16 @@ def test_extending_doc_shows_the_example_plugin_file_verbatim():
     assert (DOCS / "examples" / "my_plugin.py").read_text() in _blocks(doc, "python")
 
 
+def test_extending_doc_loss_example_is_a_valid_tasks_section():
+    import yaml
+
+    from polyhead.tasks import build_task
+
+    block = next(b for b in _blocks((DOCS / "extending.md").read_text(), "yaml") if "loss: asymmetric" in b)
+    tasks = {name: build_task(name, TaskConfig(**cfg)) for name, cfg in yaml.safe_load(block)["tasks"].items()}
+    assert {n: t.config.loss for n, t in tasks.items()} == {"category": "focal", "tags": "asymmetric"}
+
+
 def test_extending_doc_example_trains_predicts_and_serves_through_the_cli(tmp_path, capsys, monkeypatch):
     doc = (DOCS / "extending.md").read_text()
     config = next(b for b in _blocks(doc, "yaml") if "backbone: tiny_mlp" in b)
