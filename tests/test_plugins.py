@@ -303,3 +303,12 @@ def test_tracker_registration_checks():
         @register_tracker("lazy")
         class Lazy(Tracker):
             pass
+
+
+def test_methods_lists_task_losses_with_a_plugins_own(capsys):
+    assert main(["methods", "--plugin", str(DOCS / "examples" / "my_plugin.py")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    focal = lines.index(next(line for line in lines if line.startswith("focal (multiclass, binary, multilabel): ")))
+    assert lines[focal + 1] == "    args: gamma=2.0, alpha=None"
+    poly = lines.index(next(line for line in lines if line.startswith("poly1 (multiclass): Poly-1 loss")))
+    assert lines[poly + 1] == "    args: epsilon=1.0"
