@@ -4,6 +4,7 @@ from the config or --plugin; bundles that record them; docs/extending.md's examp
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import textwrap
@@ -78,22 +79,26 @@ def test_extending_doc_example_trains_predicts_and_serves_through_the_cli(tmp_pa
     (tmp_path / "my.yaml").write_text(config)
     plugin = str(DOCS / "examples" / "my_plugin.py")
     argv = ["train", str(tmp_path / "my.yaml"), "--plugin", plugin, f"output_dir={tmp_path / 'runs'}",
-            "run_name=r", "training.epochs=1", *_quiet()]
+            "run_name=r", "training.epochs=1", *_quiet()[1:]]  # tracking on: the doc's own tracker
     assert main(argv) == 0, capsys.readouterr().err
     run = tmp_path / "runs" / "r"
     saved = (run / "config.yaml").read_text()
     assert plugin in saved and "backbone: tiny_mlp" in saved and "weighting: mean_of_tasks" in saved
     assert "loss: poly1" in saved
+    logged = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert logged[0]["step"] == 1 and "train/loss" in logged[0] and "val/loss" in logged[0]  # epoch 1's
+    assert any("final/val/quadrant/accuracy" in entry for entry in logged)
 
     # what the run trained is the plugin's: its MLP backbone, with the doc's weighting method
     from polyhead.model.bundle import load_bundle
     bundle = load_bundle(run)
     assert type(bundle.model.backbone).__name__ == "TinyMLP" and bundle.model.num_features == 24
     assert bundle.meta["plugins"] == [{"plugin": plugin, "registers": {
-        "backbone": ["tiny_mlp"], "loss": ["poly1"], "weighting": ["mean_of_tasks"]}}]
+        "backbone": ["tiny_mlp"], "loss": ["poly1"], "weighting": ["mean_of_tasks"], "tracker": ["jsonl"]}}]
 
     # without the plugin: one line naming it and the flag
-    for kind, name in (("backbone", "tiny_mlp"), ("loss", "poly1"), ("weighting", "mean_of_tasks")):
+    for kind, name in (("backbone", "tiny_mlp"), ("loss", "poly1"), ("weighting", "mean_of_tasks"),
+                       ("tracker", "jsonl")):
         plugins._registries()[kind].pop(name)  # as in a new process
     plugins._LOADED.pop(plugin)
     capsys.readouterr()

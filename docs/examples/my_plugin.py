@@ -1,8 +1,10 @@
-"""A polyhead plugin: a backbone, a task loss and a weighting method, registered by name.
+"""A polyhead plugin: a backbone, a task loss, a weighting method and a tracker, registered by name.
 
 Use it with `plugins: [./my_plugin.py]` in a config, or `--plugin docs/examples/my_plugin.py`
 on any polyhead command (docs/extending.md). The test suite trains with it.
 """
+
+import json
 
 import torch
 import torch.nn.functional as F
@@ -10,6 +12,7 @@ from torch import nn
 
 from polyhead.losses import register_loss
 from polyhead.model.backbones import register_backbone
+from polyhead.tracking import Tracker, register_tracker
 from polyhead.weighting import WeightingMethod, register_weighting
 
 
@@ -51,3 +54,19 @@ class InverseCount(WeightingMethod):
 
     def combine(self, losses):
         return torch.stack(list(losses.values())).mean()
+
+
+@register_tracker("jsonl")
+class JsonLines(Tracker):
+    """Appends each epoch's metrics to RUN/metrics.jsonl, one JSON object per line."""
+
+    def __init__(self, **_):  # receives experiment, output_dir and tracking.jsonl.* options
+        self.path = None
+
+    def start(self, run_dir, run_name, resume_info):
+        self.path = run_dir / "metrics.jsonl"
+        return {"path": str(self.path)}  # saved in RUN/tracking.json, handed back on --resume
+
+    def log_metrics(self, values, step):
+        with open(self.path, "a") as fh:
+            fh.write(json.dumps({"step": step, **values}) + "\n")
