@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import json
 import re
-import shutil
 import textwrap
 from pathlib import Path
 
@@ -273,10 +272,18 @@ def test_weighting_registration_checks():
                 return sum(losses.values())
 
 
-def test_bundle_without_plugins_loads_as_before(tmp_path):
+def test_bundle_plugin_check_asks_only_for_what_the_model_uses():
     from polyhead.plugins import check_bundle_plugins
-    check_bundle_plugins({"backbone": {"name": "small_cnn"}, "tasks": []}, "x")  # old bundles: no "plugins" key
-    shutil.rmtree(tmp_path)
+
+    check_bundle_plugins({"backbone": {"name": "small_cnn"}, "tasks": []}, "x")  # older bundles: no "plugins" key
+    meta = {"backbone": {"name": "small_cnn"}, "tasks": [{"name": "t", "loss": "focal"}],
+            "plugins": [{"plugin": "my_pkg.w", "registers": {"weighting": ["gone"], "backbone": ["unused_bb"]}}]}
+    check_bundle_plugins(meta, "x")  # a weighting method and an unused backbone are not needed to predict
+    meta["tasks"].append({"name": "u", "loss": "gone_loss"})
+    meta["plugins"].append({"plugin": "./l.py", "registers": {"loss": ["gone_loss"]}})
+    with pytest.raises(plugins.PluginError, match=r"needs plugin './l.py' \(it registers loss 'gone_loss'\), "
+                                                  r"which is not loaded: pass --plugin ./l.py"):
+        check_bundle_plugins(meta, "x")
 
 
 def test_backbone_args_reach_the_factory_and_unknown_ones_are_one_line():
