@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from polyhead.config.schema import TaskConfig
-from polyhead.errors import ConfigError, DataError, one_of
+from polyhead.errors import ConfigError, DataError, PolyheadError, one_of
+from polyhead.losses import check_loss, check_loss_output
 
 if TYPE_CHECKING:  # tables are read elsewhere; pandas is not needed to check a config
     import pandas as pd
@@ -79,6 +79,9 @@ class Task:
         self.config = config
         self.column = config.column or name
         self.classes: list[str] | None = [str(c) for c in config.classes] if config.classes else None
+        self.criterion = check_loss(name, self.type, config).fn  # fn(logits, targets, task, **loss_args)
+        if self.classes is not None:
+            self.check_loss()
 
     # ---- classes -----------------------------------------------------------------
     @property
@@ -93,6 +96,7 @@ class Task:
         if self.classes is not None:
             return False
         self.classes = self._infer_classes(column, table)
+        self.check_loss()
         return True
 
     def _infer_classes(self, column: pd.Series, table: str) -> list[str]:
@@ -115,8 +119,38 @@ class Task:
         return self.labelled_loss(logits[mask], targets[mask])
 
     def labelled_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Mean loss of labelled rows only: logits [n, K], targets of those n rows."""
-        raise NotImplementedError
+        """Mean loss of labelled rows only: logits [n, K], targets of those n rows; the task's
+        `loss` (polyhead.losses) with its `loss_args` (binary: the single logit column, [n])."""
+        return self._criterion(logits, targets)
+
+    def _criterion(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.type == "binary":
+            logits = logits[:, 0]
+        return self.criterion(logits, targets, self, **dict(self.config.loss_args or {}))
+
+    def check_loss(self) -> None:
+        """Run the loss once on a tiny batch (all-zero logits, the first class as target): one line
+        unless it returns a finite scalar with a gradient."""
+        n, k = 2, self.num_outputs
+        weights = self.config.class_weights
+        if self.type == "multiclass" and weights is not None and len(weights) != k:
+            shown = ", ".join(self.classes[:10]) + (" ..." if k > 10 else "")
+            raise ConfigError(f"tasks.{self.name}.class_weights has {len(weights)} weights but the task has {k} "
+                              f"classes ({shown}); give one weight per class")
+        try:
+            with torch.inference_mode(False), torch.enable_grad():  # also when a bundle loads under no_grad
+                logits = torch.zeros(n, k, requires_grad=True)
+                if self.type == "multiclass":
+                    targets = torch.zeros(n, dtype=torch.int64)
+                else:
+                    targets = torch.zeros(n, k) if self.type == "multilabel" else torch.zeros(n)
+                value = self._criterion(logits, targets)
+        except PolyheadError:
+            raise
+        except Exception as exc:
+            raise PolyheadError(f"loss '{self.config.loss}' of task '{self.name}' fails on a small test batch: "
+                                f"{type(exc).__name__}: {exc}") from None
+        check_loss_output(self, value)
 
     def activate(self, logits: torch.Tensor) -> torch.Tensor:
         """logits [B, K] -> probabilities [B, K]."""
@@ -191,12 +225,6 @@ class MulticlassTask(Task):
                 raise _unknown_label(self, table, row, value, _numeric_hint(self, key))
             targets[i] = index[key]
         return targets, targets >= 0
-
-    def labelled_loss(self, logits, targets):
-        weight = None
-        if self.config.class_weights is not None:
-            weight = torch.as_tensor(self.config.class_weights, dtype=logits.dtype, device=logits.device)
-        return F.cross_entropy(logits, targets, weight=weight, label_smoothing=self.config.label_smoothing)
 
     def activate(self, logits):
         return torch.softmax(logits.float(), dim=-1)
@@ -315,9 +343,6 @@ class BinaryTask(Task):
             targets[i] = hit
         return targets, ~np.isnan(targets)
 
-    def labelled_loss(self, logits, targets):
-        return _bce(logits[:, 0], targets, self.config.pos_weight)
-
     def activate(self, logits):
         return torch.sigmoid(logits.float())
 
@@ -354,12 +379,6 @@ class BinaryTask(Task):
     @classmethod
     def scalar_metrics(cls, config):
         return ("positives", "accuracy", "precision", "recall", "f1", "auroc", "average_precision")
-
-
-def _bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: float | None) -> torch.Tensor:
-    """Sigmoid BCE (binary [n] or multilabel [n, K]); `pos_weight` scales positive examples."""
-    pw = None if pos_weight is None else torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-    return F.binary_cross_entropy_with_logits(logits, targets.to(logits.dtype), pos_weight=pw)
 
 
 def _match_label(given: str, labels: list[str]) -> str | None:
@@ -431,9 +450,6 @@ class MultilabelTask(Task):
             mask[i] = True
         return targets, mask
 
-    def labelled_loss(self, logits, targets):
-        return _bce(logits, targets, self.config.pos_weight)
-
     def activate(self, logits):
         return torch.sigmoid(logits.float())
 
@@ -465,13 +481,13 @@ class MultilabelTask(Task):
         preds = self.predicted(probs).long()
         kw = dict(num_labels=k, validate_args=False)
         hard = preds.float()  # decisions already taken (>= threshold); torchmetrics' 0.5 keeps them
-        f1 = M.multilabel_f1_score(hard, t, average="none", threshold=0.5, **kw).tolist()
+        f1 = M.multilabel_f1_score(hard, t, average="none", threshold=0.5, **kw).reshape(-1).tolist()  # [K] even for K = 1
         support = t.sum(dim=0).tolist()
         out["micro_f1"] = M.multilabel_f1_score(hard, t, average="micro", threshold=0.5, **kw).item()
         out["macro_f1"] = _macro_over_present(f1, support, preds.sum(dim=0).tolist())
         out["exact_match"] = (preds == t).all(dim=1).float().mean().item()
-        prec = M.multilabel_precision(hard, t, average="none", threshold=0.5, **kw).tolist()
-        rec = M.multilabel_recall(hard, t, average="none", threshold=0.5, **kw).tolist()
+        prec = M.multilabel_precision(hard, t, average="none", threshold=0.5, **kw).reshape(-1).tolist()
+        rec = M.multilabel_recall(hard, t, average="none", threshold=0.5, **kw).reshape(-1).tolist()
         ap = []
         for j in range(k):
             col = t[:, j]

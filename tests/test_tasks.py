@@ -269,3 +269,10 @@ def test_each_task_type_owns_its_headline_metrics():
     table = metrics_table({"red": {"n": 4, "accuracy": 0.75, "f1": 0.5, "precision": 1.0}}, {"red": binary}, "t")
     shown = next(iter(table.columns[3].cells))
     assert shown == "f1 0.5000  accuracy 0.7500"  # headline order; precision is not a headline metric
+
+
+def test_multilabel_metrics_with_a_single_label():
+    task = build_task("one", TaskConfig(type="multilabel", classes=["denim"]))
+    m = task.metrics(torch.tensor([[0.9], [0.2], [0.7]]), torch.tensor([[1.0], [0.0], [0.0]]))
+    assert m["per_label"]["denim"]["precision"] == 0.5 and m["per_label"]["denim"]["recall"] == 1.0
+    assert m["macro_f1"] == pytest.approx(2 / 3)

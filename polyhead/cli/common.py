@@ -16,16 +16,17 @@ def input_kwargs(args) -> dict:
             "num_workers": args.num_workers}
 
 
-def load_verb_config(verb: str, config_path, overrides):
+def load_verb_config(verb: str, config_path, overrides, plugins=()):
     """The checked config of a verb that reads one (train, compare, validate-data, inspect-data);
     notes from composing it (a command-line preset replacing a file's section) go to stderr as
-    one line each, so stdout stays what the verb prints."""
+    one line each, so stdout stays what the verb prints. `plugins` (--plugin) join the config's
+    `plugins` (so the run's saved config and its bundle record them)."""
     import sys
 
     from polyhead.engine.checks import load_checked_config
 
     notes: list[str] = []
-    cfg = load_checked_config(config_path, list(overrides), notes)
+    cfg = load_checked_config(config_path, list(overrides), notes, plugins=plugins)
     for note in notes:
         print(f"polyhead {verb}: note: {note}", file=sys.stderr)
     return cfg

@@ -32,7 +32,7 @@ def run(args) -> int:
     from polyhead.cli.common import load_verb_config
     from polyhead.engine.compare import compare
 
-    cfg = load_verb_config("compare", args.config, args.overrides)
+    cfg = load_verb_config("compare", args.config, args.overrides, getattr(args, "plugin", ()))
     compare(cfg, console=Console(), inference_iters=args.inference_iters,
             name_hint=f"{Path(args.config).stem}-compare")
     return 0

@@ -46,7 +46,7 @@ def run(args) -> int:
     if args.samples < 1 or args.draws < 1:
         raise ConfigError(f"--samples and --draws must be at least 1, got {args.samples} and {args.draws}")
     config_path = Path(args.config)
-    cfg = load_verb_config("inspect-data", config_path, args.overrides)
+    cfg = load_verb_config("inspect-data", config_path, args.overrides, getattr(args, "plugin", ()))
     console = Console()
     tasks, splits = build_data(cfg, console)  # as train builds them, with its image check and data.on_bad_image
     d = cfg.data

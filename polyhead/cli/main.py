@@ -27,7 +27,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     for verb in VERBS:
         importlib.import_module(f"polyhead.cli.{verb.replace('-', '_')}").add_parser(sub)
+    for verb_parser in verb_parsers(parser).values():
+        add_plugin_arg(verb_parser)
     return parser
+
+
+def add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    """--plugin on every verb: imported before the verb builds or loads anything (docs/extending.md)."""
+    if any("--plugin" in a.option_strings for a in p._actions):
+        return
+    p.add_argument("--plugin", action="append", default=[], metavar="MODULE_OR_FILE",
+                   help="import a plugin first (repeatable): a module name (my_pkg.my_module) or a Python file "
+                        "(./my_plugin.py) registering backbones, losses, weighting methods or trackers")
 
 
 def verb_parsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -75,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     from polyhead.errors import PolyheadError
 
     try:
+        if getattr(args, "plugin", None):
+            from polyhead.plugins import canonical, load_plugins
+
+            args.plugin = [canonical(p) for p in args.plugin]  # files: absolute, as a bundle records them
+            load_plugins(args.plugin)
         return int(args.func(args) or 0)
     except PolyheadError as exc:
         print(f"polyhead {args.verb}: error: {_one_line(exc)}", file=sys.stderr)

@@ -67,7 +67,8 @@ def run(args) -> int:
     limits = Limits(max_bytes=args.max_bytes, max_instances=args.max_instances, max_pixels=args.max_pixels,
                     allow_private_urls=args.allow_private_urls)
     settings = ServeSettings(path=args.path, backend=args.backend, device=args.device, name=args.name,
-                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits)
+                             max_batch=args.max_batch, max_wait_ms=args.max_wait_ms, limits=limits,
+                             plugins=list(getattr(args, "plugin", ())))
     runner = load_runner(args.path, args.backend, args.device)  # a bad path fails here, in one line
     app = create_app(runner, name=args.name, limits=limits, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms)
     name, base = app.state.service.name, f"http://{args.host}:{args.port}"

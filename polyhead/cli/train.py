@@ -42,7 +42,8 @@ def run(args) -> int:
         raise ConfigError("give a config file (polyhead train my.yaml) or --resume RUN_DIR")
     else:
         config_path = Path(args.config)
-    cfg = load_verb_config("train", config_path, overrides)  # notes to stderr: --print-config prints YAML
+    # notes to stderr: --print-config prints YAML
+    cfg = load_verb_config("train", config_path, overrides, getattr(args, "plugin", ()))
     if args.resume:
         check_resume(args.resume, cfg)
     if args.print_config:

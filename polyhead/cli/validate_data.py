@@ -37,7 +37,7 @@ def run(args) -> int:
     from polyhead.engine.data import build_data
     from polyhead.errors import PolyheadError
 
-    cfg = load_verb_config("validate-data", Path(args.config), list(args.overrides))
+    cfg = load_verb_config("validate-data", Path(args.config), list(args.overrides), getattr(args, "plugin", ()))
     console = Console()
     tasks, splits = build_data(cfg, console, check_images=False)  # the images are checked below
     mode = "full" if args.full or cfg.data.validate == "full" else "header"

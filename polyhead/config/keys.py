@@ -21,7 +21,7 @@ from polyhead.errors import ConfigError
 
 #: Mappings whose keys are a registry's to check, not the schema's: `training.weighting_args.<arg>=v`
 #: needs no "+" (the weighting method refuses an argument it does not take, naming the ones it does).
-FREE_FORM = ("training.weighting_args",)
+FREE_FORM = ("training.weighting_args", "model.backbone_args", "tasks.*.loss_args")  # *: any one name
 
 
 def _unwrap(t: Any) -> Any:
@@ -94,7 +94,12 @@ def section_error(key: str, value: Any, where: str, add: bool = False) -> Config
 
 
 def is_free_form(key: str) -> bool:
-    return any(key.startswith(prefix + ".") for prefix in FREE_FORM)
+    parts = key.split(".")
+    for prefix in FREE_FORM:
+        want = prefix.split(".")
+        if len(parts) > len(want) and all(w in ("*", p) for w, p in zip(want, parts)):
+            return True
+    return False
 
 
 def coerce(key: str, value: Any, where: str, add: bool = False, t: Any = None) -> Any:

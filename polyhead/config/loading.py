@@ -209,6 +209,10 @@ def _resolve_relative_paths(body: dict, config_dir: Path | None) -> dict:
         return value
 
     out = dict(body)
+    if isinstance(body.get("plugins"), list):  # files (./my_plugin.py) are relative to the config too
+        from polyhead.plugins import canonical
+
+        out["plugins"] = [canonical(p, config_dir) if isinstance(p, str) else p for p in body["plugins"]]
     if isinstance(body.get("data"), dict):
         out["data"] = {k: (resolve(v) if k in _PATH_KEYS else v) for k, v in body["data"].items()}
     if isinstance(body.get("tasks"), dict):  # tasks.<name>.table

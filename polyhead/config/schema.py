@@ -30,6 +30,9 @@ class TaskConfig:
     # multilabel
     thresholds: Optional[Dict[str, float]] = None  # per-label thresholds, overriding `threshold`
     delimiter: str = "|"  # separator in string cells such as "red|blue"
+    # loss
+    loss: str = "cross_entropy"  # cross_entropy (softmax CE / sigmoid BCE) | focal (binary, multiclass, multilabel) | asymmetric (binary, multilabel) | a name registered with @register_loss
+    loss_args: Dict[str, Any] = field(default_factory=dict)  # the loss's arguments: focal {gamma: 2, alpha}; asymmetric {gamma_pos: 0, gamma_neg: 4, clip: 0.05}
     # weighting
     weight: float = 1.0  # loss weight used by the `static` weighting method
 
@@ -87,7 +90,8 @@ class HeadConfig:
 
 @dataclass
 class ModelConfig:
-    backbone: str = "small_cnn"  # small_cnn or any timm model name
+    backbone: str = "small_cnn"  # small_cnn, any timm model name, or a backbone registered by a plugin
+    backbone_args: Dict[str, Any] = field(default_factory=dict)  # keyword arguments of a plugin's backbone (model.backbone_args.<arg>=value, no "+" needed)
     pretrained: bool = False  # ImageNet weights (offline package or timm hub)
     weights: Optional[str] = None  # local state dict / safetensors for the backbone
     weights_key_map: str = "auto"  # auto | none | ordered
@@ -188,3 +192,4 @@ class Config:
     report: ReportConfig = field(default_factory=ReportConfig)  # plots and the HTML report
     output_dir: str = "runs"  # run folders are created under this
     run_name: Optional[str] = None  # default: <config name>-<timestamp>
+    plugins: List[str] = field(default_factory=list)  # Python modules (my_pkg.my_module) or files (./my_plugin.py, relative to the config file) imported before anything is built; see docs/extending.md

@@ -1,6 +1,7 @@
 """Every check a config gets before any work, in one place; each registry does its own part.
 
     schema (ranges, fixed choices)     polyhead.config.validation.validate
+    plugins (imported, then checked)   polyhead.plugins.load_plugins
     task types                         polyhead.tasks.build_task (TASK_TYPES)
     backbone name                      polyhead.model.backbones.check_backbone
     branch groups                      polyhead.model.branching.resolve_groups
@@ -26,6 +27,7 @@ from polyhead.engine.devices import check_training_devices
 from polyhead.errors import one_of
 from polyhead.model.backbones import check_backbone
 from polyhead.model.branching import resolve_groups
+from polyhead.plugins import load_plugins
 from polyhead.tasks import TASK_TYPES, build_tasks
 from polyhead.tracking import check_trackers
 from polyhead.weighting import check_weighting
@@ -51,8 +53,10 @@ def check_monitor(cfg: Config) -> None:
 
 
 def check_config(cfg: Config) -> None:
-    """Raise one ConfigError line for the first problem; see the module docstring for the order."""
+    """Raise one ConfigError line for the first problem; see the module docstring for the order.
+    The config's plugins are imported first (their registrations are what the checks look up)."""
     validate(cfg)
+    load_plugins(cfg.plugins)
     build_tasks(cfg.tasks)
     check_backbone(cfg.model.backbone)
     if cfg.model.branch_point:
@@ -64,8 +68,10 @@ def check_config(cfg: Config) -> None:
 
 
 def load_checked_config(config_path: str | Path | None = None, overrides: Iterable[str] = (),
-                        notes: list[str] | None = None) -> Config:
-    """`load_config` (file, presets, overrides, schema) followed by `check_config`."""
+                        notes: list[str] | None = None, plugins: Iterable[str] = ()) -> Config:
+    """`load_config` (file, presets, overrides, schema) followed by `check_config`. `plugins`
+    (e.g. from --plugin) are added to the config's own."""
     cfg = load_config(config_path, overrides, notes)
+    cfg.plugins = [*cfg.plugins, *(p for p in plugins if p not in cfg.plugins)]
     check_config(cfg)
     return cfg

@@ -54,6 +54,7 @@ from polyhead.engine.summary import metrics_table
 from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
 from polyhead.errors import PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
+from polyhead.plugins import plugin_records
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.summary import model_summary, stages_table, summary_table
 from polyhead.tasks import Task
@@ -105,7 +106,8 @@ def build_model_from_config(cfg: Config, tasks: dict[str, Task]) -> tuple[MultiT
     m, d = cfg.model, cfg.data
     small_cnn = dict(vars(m.small_cnn)) if m.backbone == "small_cnn" else None
     spec = BackboneSpec(name=m.backbone, in_chans=d.channels, small_cnn=small_cnn, drop_rate=m.drop_rate,
-                        branch_point=m.branch_point, branch_groups=m.branch_groups)
+                        branch_point=m.branch_point, branch_groups=m.branch_groups,
+                        options=dict(m.backbone_args) or None)
     prep = Preprocessing(image_size(d), d.channels, d.mean, d.std)
     model = build_model(spec, tasks, prep, head_hidden=m.head.hidden, head_dropout=m.head.dropout,
                         pretrained=m.pretrained, weights=m.weights, weights_key_map=m.weights_key_map)
@@ -207,7 +209,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
         save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
-                    head_dropout=cfg.model.head.dropout)
+                    head_dropout=cfg.model.head.dropout, extra={"plugins": plugin_records(cfg.plugins)})
 
     device = module.device if module.device.type != "meta" else torch.device("cpu")
     metrics, outputs = {}, {}

@@ -30,11 +30,21 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {}
 
 
 def register_backbone(name: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
-    """Decorator adding a factory `fn(*, in_chans, drop_rate, **options) -> nn.Module`."""
+    """Decorator adding a factory `fn(*, in_chans, drop_rate, **options) -> nn.Module` (or an
+    `nn.Module` class taking those keywords). What it builds is checked against the contract of
+    the module docstring when built (`check_contract`); a class is checked already here."""
 
     def deco(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"register_backbone: the name must be a non-empty string, got {name!r}")
         if name in BACKBONES:
-            raise ValueError(f"backbone {name!r} is already registered")
+            raise ConfigError(f"backbone {name!r} is already registered (by {BACKBONES[name].__module__})")
+        if not callable(fn):
+            raise ConfigError(f"register_backbone({name!r}) must decorate a function or an nn.Module class, "
+                              f"got {type(fn).__name__}")
+        if isinstance(fn, type) and not callable(getattr(fn, "forward_features", None)):
+            raise ConfigError(f"backbone {name!r} ({fn.__module__}.{fn.__qualname__}) has no forward_features(x) "
+                              f"method: it must return pooled features [B, num_features]")
         BACKBONES[name] = fn
         return fn
 
@@ -196,6 +206,62 @@ def check_backbone(name: str) -> None:
     )
 
 
+def _check_kwargs(name: str, factory: Callable, kwargs: dict) -> None:
+    """One line for a model.backbone_args key the factory does not take."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    accepted = [k for k, p in params.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                and k not in ("self", "in_chans", "drop_rate")]
+    unknown = sorted(set(kwargs) - set(accepted))
+    if unknown:
+        raise ConfigError(f"unknown model.backbone_args key(s) for backbone {name!r}: {', '.join(unknown)}; "
+                          f"accepted: {', '.join(accepted) or 'none'}")
+
+
+def check_contract(name: str, backbone, in_chans: int) -> None:
+    """One line unless a registered backbone built a module with `forward_features` and an integer
+    `num_features` (`in_chans` is set when the module leaves it out)."""
+    where = f"backbone {name!r} ({getattr(BACKBONES.get(name), '__module__', '?')})"
+    if not isinstance(backbone, nn.Module):
+        raise ConfigError(f"{where} built a {type(backbone).__name__}, not a torch nn.Module")
+    if not callable(getattr(backbone, "forward_features", None)):
+        raise ConfigError(f"{where} has no forward_features(x) method: it must return pooled features "
+                          f"[B, num_features]")
+    width = getattr(backbone, "num_features", None)
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ConfigError(f"{where} must set num_features (a positive int, the width of forward_features' "
+                          f"output; the heads are sized from it), found {width!r}")
+    if not isinstance(getattr(backbone, "in_chans", None), int):
+        backbone.in_chans = in_chans
+
+
+def check_features(name: str, backbone: nn.Module, channels: int, image_size: tuple[int, int]) -> None:
+    """Run a registered backbone's forward_features once on a tiny batch (2 images of the run's
+    size): one line unless it returns [2, num_features]."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            out = backbone.forward_features(torch.zeros(2, channels, *image_size))
+    except Exception as exc:
+        raise ConfigError(f"backbone {name!r}: forward_features fails on a batch of 2 images "
+                          f"[2, {channels}, {image_size[0]}, {image_size[1]}]: {type(exc).__name__}: "
+                          f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+    finally:
+        backbone.train(was_training)
+    want = [2, int(backbone.num_features)]
+    if not isinstance(out, Tensor) or list(out.shape) != want:
+        got = list(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ConfigError(f"backbone {name!r}: forward_features must return pooled features of shape "
+                          f"[B, num_features] = {want}, returned {got}")
+
+
 # --------------------------------------------------------------------------- build
 
 
@@ -208,6 +274,7 @@ def build_backbone(
     weights_key_map: str | Callable[[dict[str, Tensor]], dict[str, Tensor]] = "auto",
     small_cnn: Mapping | None = None,
     drop_rate: float = 0.0,
+    options: Mapping | None = None,
 ) -> nn.Module:
     """Create the backbone called `name` (a built-in or any timm model).
 
@@ -218,6 +285,7 @@ def build_backbone(
         precedence over `pretrained`, so nothing is downloaded).
     weights_key_map: how to match the file's keys, see `load_weights`.
     small_cnn: options for the "small_cnn" backbone (`SmallCNN` keywords).
+    options: keyword arguments of another registered backbone (`model.backbone_args`).
     """
     if isinstance(in_chans, bool) or not isinstance(in_chans, int) or in_chans < 1:
         raise ConfigError(f"model.in_chans must be an integer >= 1, got {in_chans!r}")
@@ -227,9 +295,16 @@ def build_backbone(
                 f"model.pretrained: backbone {name!r} has no pretrained weights; "
                 "set model.pretrained=false or give model.weights=PATH"
             )
-        options = dict(small_cnn or {}) if name == "small_cnn" else {}
-        backbone = BACKBONES[name](in_chans=in_chans, drop_rate=drop_rate, **options)
+        if options and name == "small_cnn":
+            raise ConfigError("model.backbone_args is for a plugin's backbone; small_cnn takes model.small_cnn.*")
+        kwargs = dict(small_cnn or {}) if name == "small_cnn" else dict(options or {})
+        _check_kwargs(name, BACKBONES[name], kwargs)
+        backbone = BACKBONES[name](in_chans=in_chans, drop_rate=drop_rate, **kwargs)
+        check_contract(name, backbone, in_chans)
     else:
+        if options:
+            raise ConfigError(f"model.backbone_args is for a backbone registered by a plugin, not the timm model "
+                              f"{name!r}; timm options: model.drop_rate, model.pretrained")
         check_backbone(name)
         offline = offline_weights(name) if pretrained and weights is None else None
         offline_path = offline.locate() if offline is not None else None

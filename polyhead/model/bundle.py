@@ -2,7 +2,8 @@
 
     bundle/
       bundle.json                 format version, backbone spec, heads, tasks (classes,
-                                  thresholds), preprocessing (size, channels, mean, std)
+                                  thresholds, loss), preprocessing (size, channels, mean, std),
+                                  plugins (module or file, and the names each registered)
       backbone.safetensors        backbone weights
       heads/<task>.safetensors    one file per head, so a head can be reused or replaced
 """
@@ -19,9 +20,10 @@ from safetensors.torch import load_file, save_file
 
 from polyhead import __version__
 from polyhead.errors import PolyheadError
-from polyhead.model.backbones import build_backbone, default_normalization
+from polyhead.model.backbones import BACKBONES, build_backbone, check_features, default_normalization
 from polyhead.model.branching import BranchedBackbone, resolve_groups
 from polyhead.model.multitask import MultiTaskModel
+from polyhead.plugins import check_bundle_plugins
 from polyhead.tasks import Task, task_from_dict
 
 FORMAT = "polyhead-bundle"
@@ -38,6 +40,7 @@ class BackboneSpec:
     drop_rate: float = 0.0
     branch_point: str | None = None  # see polyhead.model.branching
     branch_groups: dict[str, list[str]] | None = None
+    options: dict | None = None  # model.backbone_args: a registered (plugin) backbone's keyword arguments
 
 
 @dataclass
@@ -52,7 +55,10 @@ def build_model(spec: BackboneSpec, tasks: dict[str, Task], prep: Preprocessing,
                 head_dropout: float = 0.0, pretrained: bool = False, weights: str | None = None,
                 weights_key_map: str = "auto") -> MultiTaskModel:
     backbone = build_backbone(spec.name, in_chans=spec.in_chans, pretrained=pretrained, weights=weights,
-                              weights_key_map=weights_key_map, small_cnn=spec.small_cnn, drop_rate=spec.drop_rate)
+                              weights_key_map=weights_key_map, small_cnn=spec.small_cnn, drop_rate=spec.drop_rate,
+                              options=spec.options)
+    if spec.name in BACKBONES and spec.name != "small_cnn":  # a plugin's backbone: its output, once
+        check_features(spec.name, backbone, spec.in_chans, tuple(prep.image_size))
     if prep.mean is None or prep.std is None:
         mean, std = default_normalization(backbone)
         prep.mean, prep.std = list(prep.mean or mean), list(prep.std or std)
@@ -120,6 +126,7 @@ def load_bundle(path: str | Path, map_location: str | torch.device = "cpu") -> B
     if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
         raise PolyheadError(f"'{path}/bundle.json' is not a polyhead bundle of a version this polyhead "
                             f"({__version__}) can read: {meta.get('format')} v{meta.get('format_version')}")
+    check_bundle_plugins(meta, str(path))  # a backbone or loss from a plugin that is not loaded: say which
     tasks = {}
     for d in meta["tasks"]:
         task = task_from_dict(d)

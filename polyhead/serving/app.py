@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException
 
 from polyhead import __version__
 from polyhead.errors import PolyheadError
+from polyhead.plugins import load_plugins
 from polyhead.serving import kserve, page, tfserving
 from polyhead.serving.limits import BodyLimit, Limits, RequestError
 from polyhead.serving.metrics import MetricsMiddleware
@@ -80,6 +81,7 @@ def _error_handlers(app: FastAPI) -> None:
 
 
 def build_app(settings: ServeSettings) -> FastAPI:
+    load_plugins(settings.plugins)
     runner = load_runner(settings.path, settings.backend, settings.device)
     return create_app(runner, name=settings.name, limits=settings.limits, max_batch=settings.max_batch,
                       max_wait_ms=settings.max_wait_ms)

@@ -21,6 +21,7 @@ class ServeSettings:
     max_batch: int = 32
     max_wait_ms: float = 5.0
     limits: Limits = field(default_factory=Limits)
+    plugins: list[str] = field(default_factory=list)  # --plugin: each worker imports them before loading the model
 
     def to_json(self) -> str:
         return json.dumps(asdict(self))

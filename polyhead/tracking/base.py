@@ -19,6 +19,12 @@ STATUSES = ("FINISHED", "FAILED", "KILLED")
 
 def register_tracker(name: str) -> Callable[[type["Tracker"]], type["Tracker"]]:
     def add(cls: type[Tracker]) -> type[Tracker]:
+        if not (isinstance(cls, type) and issubclass(cls, Tracker)):
+            raise PolyheadError(f"register_tracker({name!r}) must decorate a subclass of polyhead.tracking.Tracker, "
+                                f"got {cls!r}")
+        if cls.start is Tracker.start:
+            raise PolyheadError(f"tracker {name!r} ({cls.__module__}.{cls.__qualname__}) must implement "
+                                f"start(run_dir, run_name, resume_info) -> dict")
         cls.name = name
         TRACKERS[name] = cls
         return cls

@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Iterable
 import torch
 from torch import nn
 
-from polyhead.errors import ConfigError, one_of
+from polyhead.errors import ConfigError, PolyheadError, one_of
 
 
 @dataclass
@@ -139,6 +139,23 @@ WEIGHTINGS: dict[str, type[WeightingMethod]] = {}
 
 
 def register_weighting(cls: type[WeightingMethod]) -> type[WeightingMethod]:
+    """Class decorator adding a `WeightingMethod` subclass as `training.weighting: <cls.name>`; it
+    must set `name` and implement `combine` (or override `backward`)."""
+    if not (isinstance(cls, type) and issubclass(cls, WeightingMethod)):
+        raise PolyheadError(f"register_weighting must decorate a subclass of polyhead.weighting.WeightingMethod, "
+                            f"got {cls!r}")
+    where = f"{cls.__module__}.{cls.__qualname__}"
+    if not isinstance(cls.name, str) or not cls.name:
+        raise PolyheadError(f"weighting method {where} must set a class attribute name = \"...\" "
+                            f"(the value of training.weighting)")
+    if cls.name in WEIGHTINGS and WEIGHTINGS[cls.name] is not cls:
+        raise PolyheadError(f"weighting method {cls.name!r} is already registered (by {WEIGHTINGS[cls.name].__module__})")
+    if cls.combine is WeightingMethod.combine and cls.backward is WeightingMethod.backward:
+        raise PolyheadError(f"weighting method {cls.name!r} ({where}) must implement combine(losses) -> total "
+                            f"loss, or override backward(losses, ctx)")
+    if cls.requires not in ("losses", "features", "parameters"):
+        raise PolyheadError(f"weighting method {cls.name!r}: requires must be losses, features or parameters, "
+                            f"got {cls.requires!r}")
     WEIGHTINGS[cls.name] = cls
     return cls
 

@@ -45,7 +45,7 @@ def test_image_size_single_value(tmp_path, yaml_text, override):
      "set one of its keys, e.g. training.early_stopping.enabled=true"),
     ("tasks:\n  category: binary\n", "tasks.category=binary",
      "config key 'tasks.category' is a section (keys: type, column, table, classes, class_weights, "
-     "label_smoothing, top_k, positive, pos_weight, threshold, thresholds, delimiter, weight), not a value; "
+     "label_smoothing, top_k, positive, pos_weight, threshold, thresholds, delimiter, loss, loss_args, weight), not a value; "
      "set one of its keys, e.g. tasks.category.type=binary"),
 ])
 def test_value_for_a_section(tmp_path, yaml_text, override, expected):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from polyhead.data.preparers.deepfashion import prepare_deepfashion_attributes
 from polyhead.data.preparers.fashion_mnist import prepare_fashion_mnist
 from polyhead.data.preparers.multifashion import prepare_multifashion
 from polyhead.errors import DataError
@@ -17,6 +18,7 @@ __all__ = ["PREPARERS", "get_preparer"]
 PREPARERS: dict[str, Callable[..., dict]] = {
     "fashion-mnist": prepare_fashion_mnist,
     "multifashion": prepare_multifashion,
+    "deepfashion-attributes": prepare_deepfashion_attributes,
 }
 
 
