@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 
 import pandas as pd
-from example_runner import load_example
+from example_runner import run_example
 from PIL import Image
 
 
 def test_digits_parity_tiny(tmp_path):
-    results = load_example("digits_parity").main(["--tiny", "--out", str(tmp_path)])
+    results = run_example("digits_parity", ["--tiny", "--out", str(tmp_path)])
 
     table = pd.read_csv(tmp_path / "data" / "labels.csv", dtype=str)
     assert len(table) == 150
