@@ -81,6 +81,7 @@ def sample_grids(cfg, out: Path, n: int = 12) -> list[Path]:
 def manual_loop(cfg) -> dict:
     """The same training as `fit`, written out with polyhead's pieces: returns the test metrics."""
     torch.manual_seed(cfg.training.seed)
+    torch.set_num_threads(cfg.training.cpu_threads or torch.get_num_threads())
     tasks, splits = build_data(cfg)                        # {name: Task}, encoded train/val/test
     model, _, _ = build_model_from_config(cfg, tasks)      # backbone + one head per task, normalises uint8 input
     weighting = build_weighting(cfg.training.weighting, list(tasks), dict(cfg.training.weighting_args))
