@@ -36,7 +36,8 @@ from polyhead.weighting import StepContext, build_weighting
 
 HERE = Path(__file__).resolve().parent
 # --tiny: 150 images, 2 steps of one epoch, no plots or report (the test suite's budget)
-TINY = ["training.epochs=1", "training.limit_train_batches=2", "model.small_cnn.channels=[8,16]", "report.enabled=false"]
+TINY = ["training.epochs=1", "training.limit_train_batches=2", "model.small_cnn.channels=[8,16]",
+        "report.enabled=false"]
 
 
 def write_digits(out: Path, limit: int | None = None) -> Path:

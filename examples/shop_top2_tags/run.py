@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "tags": {k: metrics["tags"][k] for k in ("micro_f1", "macro_f1", "n")}},
         "image": str(image),
         "served": served,
-        "predicted": {"category_top2": list(row["category_top2"]), "category_top2_prob": list(row["category_top2_prob"]),
-                      "tags": list(row["tags"])},
+        "predicted": {key: list(row[key]) for key in ("category_top2", "category_top2_prob", "tags")},
     }
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     c, t = results["test"]["category"], results["test"]["tags"]
