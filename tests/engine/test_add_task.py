@@ -115,3 +115,16 @@ def test_help_lists_the_lifecycle_verbs():
     out = subprocess.run([sys.executable, "-m", "polyhead", "--help"], capture_output=True, text=True,
                          timeout=120).stdout
     assert all(verb in out for verb in ("add-task", "embed", "neighbors"))
+
+
+def test_a_branched_model_is_refused_with_one_line(tmp_path):
+    from types import SimpleNamespace
+
+    from polyhead.config.schema import Config
+    from polyhead.engine.add_task import new_task_config
+    from polyhead.errors import ConfigError
+
+    (tmp_path / "new.yaml").write_text("tasks:\n  tags: {type: multilabel, table: labels.csv}\n")
+    branched = SimpleNamespace(tasks={"quadrant": None}, spec=SimpleNamespace(branch_point="blocks.1"))
+    with pytest.raises(ConfigError, match=r"branches at 'blocks.1' .*retrain instead"):
+        new_task_config(Config(), tmp_path / "new.yaml", branched, tmp_path)
