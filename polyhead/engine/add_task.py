@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import csv
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,8 @@ def new_task_config(base: Config, new_yaml: str | Path, bundle: Bundle, base_dir
 def add_task(run: str | Path, new_yaml: str | Path, *, device: str = "auto", console: Console | None = None,
              keep_features: bool = False, show_progress: bool = True) -> AddTaskResult:
     """Train the heads of NEW.yaml's tasks on the frozen features of `run`'s model; write a new run
-    folder (see the module docstring). `keep_features`: keep the cached features (features/*.safetensors)."""
+    folder (see the module docstring). `keep_features`: keep the cached features (features/*.safetensors).
+    A failure removes the new run folder: the base run is never touched."""
     from polyhead.engine.fit import make_run_dir  # Lightning loads with this module
 
     console = console or Console()
@@ -115,45 +117,36 @@ def add_task(run: str | Path, new_yaml: str | Path, *, device: str = "auto", con
     bundle, base_cfg, base_dir = base_run(run)
     cfg = new_task_config(base_cfg, new_yaml, bundle, base_dir)
     target = resolve_device(device)
-    torch.manual_seed(cfg.training.seed)
     tasks, splits = build_data(cfg, console)
     out = make_run_dir(cfg, name_hint=f"{base_dir.name}+{'+'.join(tasks)}")
+    try:
+        t0 = time.perf_counter()
+        model = bundle.model.use_channels_last(True).eval()
+        data = _cached_features(model, tasks, splits, cfg, out / "features", target, show_progress)
+        feature_seconds, t0 = time.perf_counter() - t0, time.perf_counter()
+        head_cfg = bundle.meta.get("head", {})
+        torch.manual_seed(cfg.training.seed)  # the new heads' initial weights
+        heads = build_heads(tasks, model.num_features, hidden=head_cfg.get("hidden", ()),
+                            dropout=head_cfg.get("dropout", 0.0)).to(target)
+        history = train_heads(heads, tasks, data["train"], data.get("val"), epochs=cfg.training.epochs,
+                              lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
+                              batch_size=cfg.data.batch_size, seed=cfg.training.seed)
+        metrics = {name: head_metrics(heads, tasks, data[name]) for name in ("val", "test") if name in data}
+        head_seconds = time.perf_counter() - t0
 
-    model = bundle.model.use_channels_last(True).eval()
-    t0 = time.perf_counter()
-    data: dict[str, LabelledFeatures] = {}
-    for name in ("train", "val", "test"):
-        split = getattr(splits, name)
-        if split is not None and len(split):
-            x = cache_features(model, eval_loader(split, cfg.data, seed=cfg.training.seed),
-                               out / "features" / f"{name}.safetensors", device=target,
-                               description=f"features ({name})", show_progress=show_progress)
-            data[name] = LabelledFeatures.of(x, split, tasks).to(target)
-    feature_seconds = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    head_cfg = bundle.meta.get("head", {})
-    torch.manual_seed(cfg.training.seed)  # the new heads' initial weights
-    heads = build_heads(tasks, model.num_features, hidden=head_cfg.get("hidden", ()),
-                        dropout=head_cfg.get("dropout", 0.0)).to(target)
-    history = train_heads(heads, tasks, data["train"], data.get("val"), epochs=cfg.training.epochs,
-                          lr=cfg.optimizer.lr, weight_decay=cfg.optimizer.weight_decay,
-                          batch_size=cfg.data.batch_size, seed=cfg.training.seed)
-    metrics = {name: head_metrics(heads, tasks, data[name]) for name in ("val", "test") if name in data}
-    head_seconds = time.perf_counter() - t0
-
-    model = model.cpu()
-    for name, head in heads.items():  # appended: the old heads stay as loaded
-        model.heads[name] = head.cpu()
-    _write_run(out, bundle, model, base_cfg, cfg, tasks, splits, history)
-    if not keep_features:
-        for file in (out / "features").glob("*.safetensors"):
-            file.unlink()
-        (out / "features").rmdir()
+        model = model.cpu()
+        for name, head in heads.items():  # appended: the old heads stay as loaded
+            model.heads[name] = head.cpu()
+        _write_run(out, bundle, model, base_cfg, cfg, tasks, splits, history)
+        if not keep_features:
+            shutil.rmtree(out / "features")
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
     base_metrics = _read_json(base_dir / "metrics.json")
     base_seconds = base_metrics.get("add_task", {}).get("full_training_seconds", base_metrics.get("training_seconds"))
-    seconds = time.perf_counter() - started
     images = sum(len(d.x) for d in data.values())
+    seconds = time.perf_counter() - started
     summary = {split: {**{t: m for t, m in base_metrics.get(split, {}).items() if t in bundle.tasks}, **metrics[split]}
                for split in metrics}
     summary.update(training_seconds=seconds, add_task={
@@ -162,6 +155,20 @@ def add_task(run: str | Path, new_yaml: str | Path, *, device: str = "auto", con
         "head_epochs": cfg.training.epochs, "full_training_seconds": base_seconds})
     (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return AddTaskResult(out, metrics, tasks, seconds, feature_seconds, head_seconds, images, base_seconds)
+
+
+def _cached_features(model, tasks: dict[str, Task], splits, cfg: Config, folder: Path, device: torch.device,
+                     show_progress: bool) -> dict[str, LabelledFeatures]:
+    """{split: cached features with the new tasks' targets} for train, val and test (those with rows)."""
+    data = {}
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        if split is not None and len(split):
+            x = cache_features(model, eval_loader(split, cfg.data, seed=cfg.training.seed),
+                               folder / f"{name}.safetensors", device=device, description=f"features ({name})",
+                               show_progress=show_progress)
+            data[name] = LabelledFeatures.of(x, split, tasks).to(device)
+    return data
 
 
 def _write_run(out: Path, bundle: Bundle, model, base_cfg: Config, cfg: Config, tasks: dict[str, Task], splits,
