@@ -254,7 +254,8 @@ class Predictor:
         bad: list[str] = []
         rows = write_embeddings(embedding_batches(self.model, loader, split.paths, device=self.device,
                                                   show_progress=show_progress, bad=bad), out, info)
-        self._index_path = Path(out)
+        self._index_path = Path(out).expanduser().resolve()
+        self._indexes.pop(self._index_path, None)  # rewritten: reopen (and rebuild) its index on next use
         return EmbeddingSummary(str(out), rows, info.dim, bad, ignored)
 
     def _feature_dim(self) -> int:
@@ -274,7 +275,7 @@ class Predictor:
         from polyhead.search.embeddings import embedding_batches
 
         self._torch_bundle("similar")
-        path = Path(index).expanduser() if index is not None else self._index_path
+        path = Path(index).expanduser().resolve() if index is not None else self._index_path
         if path is None:
             raise PolyheadError("no index to search: pass index='emb.parquet' (a file written by `polyhead embed` "
                                 "or Predictor.embed_to_file)")

@@ -129,10 +129,12 @@ def test_index_is_built_once_and_rebuilt_when_the_embeddings_change(colour_run, 
     built = (tmp_path / "emb.faiss").stat().st_mtime_ns
     assert len(SimilarityIndex.open(emb)) == len(labels)
     assert (tmp_path / "emb.faiss").stat().st_mtime_ns == built  # reused
+    assert len(predictor.similar(labels["path"][0], k=20)) == 20
     subset = list(labels["path"][:8])
     predictor.embed_to_file(subset, emb, show_progress=False)  # the file changes: the index follows
     index = SimilarityIndex.open(emb)
     assert len(index) == 8 and {n.image for n in index.search(np.ones((1, index.info.dim)), k=20)[0]} == set(subset)
+    assert set(predictor.similar(subset[0], k=20)["image"]) == set(subset)  # the Predictor reopens it too
 
 
 def test_one_line_errors(colour_run, tmp_path, capsys):
