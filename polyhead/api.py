@@ -91,6 +91,9 @@ class Predictor:
     def __init__(self, bundle: Bundle | None, device: torch.device, config: Config | None = None,
                  run_dir: Path | None = None, *, runner=None):
         self.bundle, self.device, self.config, self.run_dir = bundle, device, config, run_dir
+        self._index_path: Path | None = None  # the embeddings file `similar` searches by default
+        self._indexes: dict = {}  # embeddings file -> its open SimilarityIndex
+        self._model_fingerprint: str | None = None
         if runner is not None:
             self.model, self.tasks = runner, runner.tasks
             self.channels, self.image_size = runner.channels, tuple(runner.image_size)
@@ -219,6 +222,89 @@ class Predictor:
         stream = self.iter_predictions(source, **kwargs)
         rows = write_predictions(stream, out, self.tasks)
         return PredictionSummary(str(out), rows, stream.bad_images, stream.ignored_files)
+
+
+    # ---- shared embeddings and similarity search (polyhead.search) -------------------------------
+    def _torch_bundle(self, what: str) -> Bundle:
+        if self.bundle is None:
+            raise PolyheadError(f"{what} runs the PyTorch model: load the run with backend='torch'")
+        return self.bundle
+
+    def _fingerprint(self) -> str:
+        from polyhead.search import model_fingerprint
+
+        bundle = self._torch_bundle("similarity search")
+        if self._model_fingerprint is None:
+            self._model_fingerprint = model_fingerprint(bundle.path)
+        return self._model_fingerprint
+
+    def embed_to_file(self, source, out: str | Path, *, dtype: str = "float32", image_column: str | None = None,
+                      root: str | None = None, batch_size: int = 128, num_workers: int = 0,
+                      show_progress: bool = True) -> EmbeddingSummary:
+        """Write the pooled shared features of every image of `source` (an image, a list of paths, a
+        folder or a table) to the Parquet file `out`, batch by batch (polyhead.search.embeddings).
+        `dtype`: float32 or float16. Unreadable images are left out and counted."""
+        from polyhead.search.embeddings import EmbeddingInfo, check_dtype, embedding_batches, write_embeddings
+
+        bundle = self._torch_bundle("embed")
+        check_dtype(dtype)
+        split, ignored = self._source_split(source, image_column, root)
+        loader = self._loader(split, batch_size, num_workers, on_bad_image="skip")
+        info = EmbeddingInfo(dim=self._feature_dim(), dtype=dtype, model=self._fingerprint(), bundle=str(bundle.path))
+        bad: list[str] = []
+        rows = write_embeddings(embedding_batches(self.model, loader, split.paths, device=self.device,
+                                                  show_progress=show_progress, bad=bad), out, info)
+        self._index_path = Path(out).expanduser().resolve()
+        self._indexes.pop(self._index_path, None)  # rewritten: reopen (and rebuild) its index on next use
+        return EmbeddingSummary(str(out), rows, info.dim, bad, ignored)
+
+    def _feature_dim(self) -> int:
+        """F of the pooled shared features: the backbone's, or the trunk's channels at a branch point."""
+        from polyhead.search.embeddings import pooled_features
+
+        with torch.inference_mode():
+            probe = torch.zeros((1, self.channels, *self.image_size), dtype=torch.uint8, device=self.device)
+            return int(pooled_features(self.model.eval(), probe).shape[1])
+
+    def similar(self, image: str | Path | Sequence[str], k: int = 10, *, index: str | Path | None = None) -> pd.DataFrame:
+        """The k images of an embeddings file (`index`, written by `polyhead embed`; default: the
+        last one this Predictor wrote or searched) most similar to `image` (a path, or a list of
+        paths) by cosine similarity of the pooled shared features. Columns: query, rank (1 = most
+        similar), image, score. The faiss index is built once next to the file (polyhead.search.index)."""
+        from polyhead.search import SimilarityIndex
+        from polyhead.search.embeddings import embedding_batches
+
+        self._torch_bundle("similar")
+        path = Path(index).expanduser().resolve() if index is not None else self._index_path
+        if path is None:
+            raise PolyheadError("no index to search: pass index='emb.parquet' (a file written by `polyhead embed` "
+                                "or Predictor.embed_to_file)")
+        if path not in self._indexes:
+            self._indexes[path] = SimilarityIndex.open(path, dim=self._feature_dim(), model=self._fingerprint())
+        self._index_path = path
+        queries = [image] if isinstance(image, (str, Path)) else list(image)
+        for q in queries:
+            if not Path(q).expanduser().is_file():
+                raise PolyheadError(f"no such image file: '{q}'")
+        split = unlabelled_split([str(Path(q).expanduser().resolve()) for q in queries])
+        loader = self._loader(split, 64, 0)  # on_bad_image="error": an unreadable query is one line
+        features = torch.cat([f for _, f in embedding_batches(self.model, loader, split.paths, device=self.device,
+                                                                show_progress=False)])
+        rows = [{"query": str(q), "rank": n.rank, "image": n.image, "score": n.score}
+                for q, found in zip(queries, self._indexes[path].search(features.numpy(), k)) for n in found]
+        return pd.DataFrame(rows, columns=["query", "rank", "image", "score"])
+
+
+@dataclass
+class EmbeddingSummary:
+    """What `Predictor.embed_to_file` wrote: `rows` of `dim` features; `bad_images`: the paths left
+    out because they could not be read; `ignored_files`: files of a folder that are not images."""
+
+    out: str
+    rows: int
+    dim: int
+    bad_images: list[str]
+    ignored_files: int = 0
 
 
 def _run_config(path: str | Path) -> tuple[Config | None, Path | None]:

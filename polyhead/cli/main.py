@@ -13,7 +13,7 @@ import sys
 from polyhead import __version__
 
 VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export",
-         "serve", "methods", "config")
+         "serve", "add-task", "embed", "neighbors", "methods", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:

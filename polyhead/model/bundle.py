@@ -105,6 +105,7 @@ class Bundle:
     prep: Preprocessing
     spec: BackboneSpec
     meta: dict
+    path: Path | None = None  # the bundle folder it was loaded from
 
 
 def find_bundle(path: str | Path) -> Path:
@@ -140,7 +141,7 @@ def load_bundle(path: str | Path, map_location: str | torch.device = "cpu") -> B
     for name, module in model.heads.items():
         _load_into(module, path / "heads" / f"{name}.safetensors", map_location)
     model.eval()
-    return Bundle(model, tasks, prep, spec, meta)
+    return Bundle(model, tasks, prep, spec, meta, path)
 
 
 def _load_into(module: torch.nn.Module, file: Path, map_location) -> None:
