@@ -129,7 +129,7 @@ class Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
-        img = torch.from_numpy(np.asarray(Image.open(self.paths[i]).convert("RGB"))).permute(2, 0, 1)
+        img = torch.from_numpy(np.array(Image.open(self.paths[i]).convert("RGB"))).permute(2, 0, 1)
         return img, {t: (y[i], m[i]) for t, (y, m) in self.labels.items()}
 
 
