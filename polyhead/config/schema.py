@@ -112,7 +112,7 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "cosine"  # cosine | onecycle | plateau | none
+    name: str = "onecycle"  # onecycle | cosine | plateau | none
     warmup_epochs: int = 0  # linear warm-up (cosine)
     min_lr: float = 0.0  # floor of the learning rate (cosine, plateau)
     pct_start: float = 0.3  # onecycle: share of the steps spent rising from lr/div_factor to lr (cosine-shaped), in (0, 1)
