@@ -80,6 +80,8 @@ class SmallCNNConfig:
     batch_norm: bool = True  # BatchNorm after each conv
     pooling: str = "max"  # downsampling between blocks: max | avg
     dropout: float = 0.0  # dropout on the pooled features
+    head_pool: str = "avg"  # last map -> features: avg | max | avgmax (global pools) | flatten (keeps a head_grid x head_grid map: where things are)
+    head_grid: int = 4  # flatten: the map is average-pooled to head_grid x head_grid, giving channels[-1] x head_grid^2 features
 
 
 @dataclass
@@ -115,9 +117,12 @@ class OptimizerConfig:
 
 @dataclass
 class SchedulerConfig:
-    name: str = "cosine"  # cosine | plateau | none
+    name: str = "onecycle"  # onecycle | cosine | plateau | none
     warmup_epochs: int = 0  # linear warm-up (cosine)
-    min_lr: float = 0.0  # floor of the learning rate
+    min_lr: float = 0.0  # floor of the learning rate (cosine, plateau)
+    pct_start: float = 0.3  # onecycle: share of the steps spent rising from lr/div_factor to lr (cosine-shaped), in (0, 1)
+    div_factor: float = 25.0  # onecycle: the first step's learning rate is lr / div_factor
+    final_div_factor: float = 10000.0  # onecycle: the last step's learning rate is lr / (div_factor * final_div_factor)
     patience: int = 2  # plateau
     factor: float = 0.5  # plateau
 

@@ -125,6 +125,8 @@ def validate_model(cfg: Config) -> None:
     _one_of("model.weights_key_map", m.weights_key_map, ("auto", "none", "ordered"))
     if m.branch_groups and not m.branch_point:
         raise ConfigError("model.branch_groups is set but model.branch_point is not; name the stage to branch at")
+    _one_of("model.small_cnn.head_pool", m.small_cnn.head_pool, ("avg", "max", "avgmax", "flatten"))
+    _positive("model.small_cnn.head_grid", m.small_cnn.head_grid)
     if not 0.0 <= m.drop_rate < 1.0:
         _fail("model.drop_rate", m.drop_rate, "a number in [0, 1)")
     if not 0.0 <= m.head.dropout < 1.0:
@@ -141,8 +143,14 @@ def validate_training(cfg: Config) -> None:
     _positive("optimizer.weight_decay", o.weight_decay, allow_zero=True)
     if o.layer_decay is not None and not 0.0 < o.layer_decay <= 1.0:
         _fail("optimizer.layer_decay", o.layer_decay, "null (off) or a number in (0, 1]")
-    _one_of("scheduler.name", s.name, ("cosine", "plateau", "none"))
+    _one_of("scheduler.name", s.name, ("cosine", "onecycle", "plateau", "none"))
     _positive("scheduler.warmup_epochs", s.warmup_epochs, allow_zero=True)
+    if not 0.0 < s.pct_start < 1.0:
+        _fail("scheduler.pct_start", s.pct_start, "a number in (0, 1)")
+    if not s.div_factor >= 1.0:
+        _fail("scheduler.div_factor", s.div_factor, "a number >= 1")
+    if not s.final_div_factor >= 1.0:
+        _fail("scheduler.final_div_factor", s.final_div_factor, "a number >= 1")
     if not 0.0 < s.factor < 1.0:
         _fail("scheduler.factor", s.factor, "a number in (0, 1)")
     if t.epochs <= 0:

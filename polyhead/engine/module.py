@@ -18,9 +18,9 @@ learning rates each step used are logged as epoch means (`weights/<task>`, `lr/<
 
 from __future__ import annotations
 
-import math
 import re
 from collections import defaultdict
+from functools import partial
 
 import lightning as L
 import torch
@@ -31,6 +31,7 @@ from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.progress import epoch_number
+from polyhead.engine.schedules import cosine_factor, onecycle_factor
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.stages import (backbone_stages, check_layer_decay, check_unfreeze_stages, set_trainable_stages,
                                    stage_learning_rates, trainable_stage_count)
@@ -106,20 +107,18 @@ class MultiTaskModule(L.LightningModule):
             sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=s.factor, patience=s.patience,
                                                                min_lr=s.min_lr)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
-        if s.name == "cosine":
+        if s.name in ("cosine", "onecycle"):
             total = max(1, int(self.trainer.estimated_stepping_batches))
-            steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-            warmup = s.warmup_epochs * steps_per_epoch
-            base = [g["lr"] for g in groups]
-            floor = [s.min_lr / b if b > 0 else 0.0 for b in base]
-
-            def factor(step: int, i: int) -> float:
-                if step < warmup:
-                    return (step + 1) / warmup
-                progress = min(1.0, (step - warmup) / max(1, total - warmup))
-                return floor[i] + (1 - floor[i]) * 0.5 * (1 + math.cos(math.pi * progress))
-
-            sched = torch.optim.lr_scheduler.LambdaLR(opt, [lambda st, i=i: factor(st, i) for i in range(len(groups))])
+            if s.name == "onecycle":
+                shape = partial(onecycle_factor, total=total, pct_start=s.pct_start, div_factor=s.div_factor,
+                                final_div_factor=s.final_div_factor)
+                lambdas = [shape] * len(groups)
+            else:
+                steps_per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
+                floors = [s.min_lr / g["lr"] if g["lr"] > 0 else 0.0 for g in groups]
+                lambdas = [partial(cosine_factor, total=total, warmup=s.warmup_epochs * steps_per_epoch, floor=f)
+                           for f in floors]
+            sched = torch.optim.lr_scheduler.LambdaLR(opt, lambdas)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         return opt
 

@@ -65,7 +65,14 @@ class SmallCNN(nn.Module):
 
     Each block is `convs_per_block` x (conv 3x3 pad 1 -> [BN] -> ReLU), then a 2x2
     max/avg pool (ceil mode, so tiny inputs never shrink to zero). After the last
-    block: global average pool -> dropout -> features [B, channels[-1]].
+    block, `head_pool` turns the map [B, C, h, w] (C = channels[-1]) into features:
+      avg      global average pool              -> [B, C]
+      max      global max pool                  -> [B, C]
+      avgmax   both, concatenated               -> [B, 2C]
+      flatten  adaptive average pool to head_grid x head_grid, flattened -> [B, C * head_grid^2]
+               (keeps where things are: a 28x28 image after 3 blocks is a 4x4 map, so
+               head_grid 4 flattens it unchanged)
+    then dropout.
 
     `channels` gives one width per block; a shorter list is extended by doubling
     its last entry ([32] with 3 blocks -> [32, 64, 128]).
@@ -81,11 +88,15 @@ class SmallCNN(nn.Module):
         batch_norm: bool = True,
         pooling: str = "max",
         dropout: float = 0.0,
+        head_pool: str = "avg",
+        head_grid: int = 4,
     ) -> None:
         super().__init__()
         widths = self._check(in_chans, blocks, channels, convs_per_block, batch_norm, pooling, dropout)
+        _check_head_pool(head_pool, head_grid)
         self.in_chans = in_chans
-        self.num_features = widths[-1]
+        self.head_pool = head_pool
+        self.num_features = widths[-1] * {"avg": 1, "max": 1, "avgmax": 2, "flatten": head_grid ** 2}[head_pool]
         pool = nn.MaxPool2d if pooling == "max" else nn.AvgPool2d
         stages, c_in = [], in_chans
         for c_out in widths:
@@ -100,7 +111,8 @@ class SmallCNN(nn.Module):
             layers.append(pool(2, ceil_mode=True))
             stages.append(nn.Sequential(*layers))
         self.blocks = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = nn.AdaptiveAvgPool2d(head_grid if head_pool == "flatten" else 1)
+        self.max_pool = nn.AdaptiveMaxPool2d(1) if head_pool in ("max", "avgmax") else None
         self.drop = nn.Dropout(dropout)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -134,14 +146,30 @@ class SmallCNN(nn.Module):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """x: float [B, in_chans, H, W] -> float [B, num_features]."""
-        x = self.blocks(x)  # [B, channels[-1], ~H/2^blocks, ~W/2^blocks]
-        return self.drop(self.pool(x).flatten(1))
+        x = self.blocks(x)  # [B, C, ~H/2^blocks, ~W/2^blocks]
+        if self.head_pool == "max":
+            pooled = self.max_pool(x).flatten(1)  # [B, C]
+        elif self.head_pool == "avgmax":
+            pooled = torch.cat([self.pool(x).flatten(1), self.max_pool(x).flatten(1)], dim=1)  # [B, 2C]
+        else:
+            pooled = self.pool(x).flatten(1)  # avg: [B, C]; flatten: [B, C * head_grid^2]
+        return self.drop(pooled)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_features(x)
 
 
-_SMALL_CNN_KEYS = ("blocks", "channels", "convs_per_block", "batch_norm", "pooling", "dropout")
+HEAD_POOLS = ("avg", "max", "avgmax", "flatten")
+
+
+def _check_head_pool(head_pool, head_grid) -> None:
+    if head_pool not in HEAD_POOLS:
+        raise ConfigError(f"model.small_cnn.head_pool must be one of {', '.join(HEAD_POOLS)}, got {head_pool!r}")
+    _int_at_least("head_grid", head_grid, 1)
+
+
+_SMALL_CNN_KEYS = ("blocks", "channels", "convs_per_block", "batch_norm", "pooling", "dropout", "head_pool",
+                   "head_grid")
 
 
 @register_backbone("small_cnn")

@@ -89,6 +89,12 @@ def test_user_preset_folder_wins(tmp_path):
     (["tasks.sleeves.classes=[a,b,c]"], "exactly two classes"),
     (["training.weighting_args.x=1"], "unknown training.weighting_args key.*'equal'"),
     (["+training.weighting_args.x=1"], "unknown training.weighting_args key.*'equal'"),
+    (["scheduler.name=one_cycle"], "'scheduler.name': 'one_cycle'; expected one of.*onecycle"),
+    (["scheduler.pct_start=1.5"], "'scheduler.pct_start': 1.5; expected a number in \\(0, 1\\)"),
+    (["scheduler.div_factor=0.5"], "'scheduler.div_factor': 0.5; expected a number >= 1"),
+    (["scheduler.final_div_factor=0"], "'scheduler.final_div_factor': 0"),
+    (["model.small_cnn.head_pool=flat"], "'model.small_cnn.head_pool': 'flat'; expected one of.*flatten"),
+    (["model.small_cnn.head_grid=0"], "'model.small_cnn.head_grid': 0"),
 ])
 def test_bad_overrides_are_one_line_errors(cfg_file, overrides, expected):
     with pytest.raises(ConfigError, match=expected) as info:

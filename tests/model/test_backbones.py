@@ -64,6 +64,41 @@ def test_small_cnn_output_shape(in_chans, options, size, features):
     assert torch.equal(model.eval()(torch.ones(2, in_chans, size, size)), model.forward_features(torch.ones(2, in_chans, size, size)))
 
 
+@pytest.mark.parametrize("head_pool, grid, features", [("avg", 4, 16), ("max", 4, 16), ("avgmax", 4, 32),
+                                                       ("flatten", 4, 16 * 16), ("flatten", 2, 16 * 4)])
+def test_small_cnn_head_pool_features(head_pool, grid, features):
+    torch.manual_seed(0)
+    model = build_backbone("small_cnn", in_chans=1, small_cnn={"blocks": 3, "channels": [4, 8, 16],
+                                                               "head_pool": head_pool, "head_grid": grid}).eval()
+    x = torch.randn(2, 1, 28, 28)
+    out = model(x)
+    assert model.num_features == features and out.shape == (2, features)
+    last_map = model.blocks(x)  # 28 -> 14 -> 7 -> 4 (ceil): [2, 16, 4, 4]
+    assert last_map.shape == (2, 16, 4, 4)
+    expected = {
+        "avg": last_map.mean((2, 3)),
+        "max": last_map.amax((2, 3)),
+        "avgmax": torch.cat([last_map.mean((2, 3)), last_map.amax((2, 3))], 1),
+        # a 4x4 map flattened as it is, or each 2x2 quarter averaged
+        "flatten": last_map.flatten(1) if grid == 4 else last_map.unflatten(2, (2, 2)).unflatten(4, (2, 2))
+        .mean((3, 5)).flatten(1),
+    }[head_pool]
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_small_cnn_flatten_keeps_where_things_are():
+    """Global pooling cannot tell a feature at the top from one at the bottom; flatten can."""
+    torch.manual_seed(0)
+    x = torch.zeros(2, 1, 16, 16)
+    x[0, :, 2:5, 2:5] = 1.0  # the same blob, top-left ...
+    x[1, :, 10:13, 10:13] = 1.0  # ... and bottom-right (same alignment to the 2x2 pool)
+    for pool, differ in (("avg", False), ("flatten", True)):
+        model = build_backbone("small_cnn", in_chans=1, small_cnn={"blocks": 1, "channels": [4],
+                                                                   "batch_norm": False, "head_pool": pool}).eval()
+        out = model(x)
+        assert (not torch.allclose(out[0], out[1], atol=1e-6)) == differ, pool
+
+
 def test_small_cnn_defaults_are_small_and_registered():
     assert "small_cnn" in BACKBONES
     model = build_backbone("small_cnn", in_chans=1)
@@ -84,6 +119,8 @@ def test_small_cnn_defaults_are_small_and_registered():
         ("batch_norm", "yes"),
         ("pooling", "median"),
         ("dropout", 1.5),
+        ("head_pool", "flat"),
+        ("head_grid", 0),
         ("kernel", 5),  # unknown key
     ],
 )
