@@ -75,8 +75,8 @@ def fashion_table(cache: Path, limit: int | None) -> Path:
     return table
 
 
-def _env() -> dict:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+def _env(root: Path = ROOT) -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
 
 
 def ludwig_python(cache: Path) -> Path | None:
@@ -101,8 +101,8 @@ def ludwig_python(cache: Path) -> Path | None:
 
 
 def ludwig_config(epochs: int, batch: int, lr: float) -> dict:
-    conv = [{"num_filters": n, "filter_size": 3, "padding": "same", "norm": "batch", "pool_size": 2,
-             "pool_stride": 2} for n in (32, 64, 128)]
+    conv = [{"out_channels": n, "kernel_size": 3, "padding": "same", "norm": "batch", "pool_kernel_size": 2}
+            for n in (32, 64, 128)]
     return {
         "input_features": [{"name": "image", "type": "image",
                             "preprocessing": {"height": 28, "width": 28, "num_channels": 1},
@@ -161,14 +161,15 @@ def run_polyhead(table: Path, args, work: Path) -> dict | None:
     config = polyhead_config(table, args, work)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "polyhead", "train", str(config), *args.polyhead],
-                          capture_output=True, text=True, env=_env(), cwd=work)
+                          capture_output=True, text=True, env=_env(args.root), cwd=work)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
         print("polyhead failed: " + (done.stderr.strip().splitlines() or ["no output"])[-1])
         return None
     test = json.loads((work / "polyhead-runs" / "vs-ludwig" / "metrics.json").read_text())["test"]
     return {"seconds": round(seconds, 1), "test_category_accuracy": test["category"]["accuracy"],
-            "test_footwear_accuracy": test["footwear"]["accuracy"], "overrides": args.polyhead}
+            "test_footwear_accuracy": test["footwear"]["accuracy"], "overrides": args.polyhead,
+            "root": str(args.root)}
 
 
 def main() -> None:
@@ -179,6 +180,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--limit", type=int, help="only the first N train and N test images (quick looks)")
     parser.add_argument("--skip-ludwig", action="store_true")
+    parser.add_argument("--root", type=Path, default=ROOT, help="the polyhead source tree to run (default: this one)")
     parser.add_argument("polyhead", nargs="*", help="polyhead config overrides (model options)")
     args = parser.parse_args()
     args.cache.mkdir(parents=True, exist_ok=True)
