@@ -107,8 +107,9 @@ def _kib(pid: int, field: str, file: str) -> int:
 def measure(argv: list[str], env: dict, seconds: float | None) -> dict:
     """Run `argv`, sampling memory every 0.1 s; stop it after `seconds` (None: let it finish)."""
     start = time.perf_counter()
+    # cwd: not a source tree, or `python -m polyhead` would import the one there instead of env's
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, cwd=tempfile.gettempdir())
     peak_tree = peak_rss = 0
     finished = True
     while proc.poll() is None:
