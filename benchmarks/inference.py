@@ -11,7 +11,8 @@
 - rows: `polyhead predict RUN --table T --out x.parquet` on tables of 10k to 1M rows that reuse the
   images of DIR; each run is sampled every 0.1 s for at most --seconds (a 1M-row table takes far
   longer to predict than that; the chunked reader reaches its steady state within seconds) and
-  stopped. Memory: the peak over the samples of the main process's RSS plus its DataLoader
+  stopped; and, in a separate process without DataLoader workers, the peak RSS once the first 20
+  batches are predicted (which includes reading the table, or its first chunk). Memory: the peak over the samples of the main process's RSS plus its DataLoader
   workers' private memory (what they share with the main process is counted once), and of the
   main process's RSS alone.
 - startup: one whole `polyhead predict` of table T (wall time, peak tree and main-process memory), and the
@@ -140,6 +141,26 @@ def predict_argv(run: str, table: Path, out: Path, workers: int) -> list[str]:
             "--num-workers", str(workers)]
 
 
+# the peak RSS of one process once the first 20 batches are predicted (no workers): what the table costs
+FIRST_BATCHES = """import resource, sys, time
+from polyhead.api import Predictor
+start = time.perf_counter()
+stream = iter(Predictor.load(sys.argv[1], "cpu").iter_predictions(sys.argv[2], show_progress=False, num_workers=0))
+for _ in range(20):
+    next(stream)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, round(time.perf_counter() - start, 1))
+"""
+
+
+def first_batches(run: str, table: Path, root: Path) -> dict:
+    done = subprocess.run([sys.executable, "-c", FIRST_BATCHES, run, str(table)], env=_env(root), capture_output=True,
+                          text=True, cwd=tempfile.gettempdir())
+    if done.returncode != 0:
+        raise SystemExit(f"predicting {table} failed: {done.stderr.strip().splitlines()[-1]}")
+    mb, seconds = done.stdout.split()[-2:]
+    return {"peak_rss_mb": int(mb), "seconds": float(seconds)}
+
+
 def rows(run: str, images: str, sizes: list[int], seconds: float, workers: int, root: Path, work: Path) -> dict:
     import pandas as pd
 
@@ -148,10 +169,14 @@ def rows(run: str, images: str, sizes: list[int], seconds: float, workers: int, 
     for n in sizes:
         table = work / f"rows{n}.parquet"
         pd.DataFrame({"image": [files[i % len(files)] for i in range(n)]}).to_parquet(table)
+        first = first_batches(run, table, root)
         found = out[n] = measure(predict_argv(run, table, work / "p.parquet", workers), _env(root), seconds)
+        found["first_20_batches"] = first
         table.unlink()
-        print(f"{n:>9} rows: peak {found['peak_tree_mb']} MB (tree), main RSS {found['peak_main_rss_mb']} MB"
-              f" over {found['seconds']} s{'' if found['finished'] else ' (stopped)'}", flush=True)
+        print(f"{n:>9} rows: first 20 batches in-process (no workers): peak RSS {first['peak_rss_mb']} MB after "
+              f"{first['seconds']} s; `polyhead predict`: peak {found['peak_tree_mb']} MB (tree), main RSS "
+              f"{found['peak_main_rss_mb']} MB over {found['seconds']} s{'' if found['finished'] else ' (stopped)'}",
+              flush=True)
     return {"rows": out, "seconds_cap": seconds, "num_workers": workers, "root": str(root)}
 
 
