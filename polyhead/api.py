@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from polyhead.config.loading import from_yaml_text, load_config
 from polyhead.config.schema import Config
 from polyhead.data.dataset import EncodedSplit, MultiTaskDataset, encode_table, unlabelled_split
-from polyhead.data.tables import IMAGE_EXTENSIONS, read_table
+from polyhead.data.tables import IMAGE_EXTENSIONS, read_table, read_table_chunks
 from polyhead.engine.devices import resolve_device
 from polyhead.engine.evaluation import evaluate_model, predict_batches
 from polyhead.engine.predictions import ERROR, output_format, prediction_frame, write_predictions
@@ -170,43 +170,56 @@ class Predictor:
                             max_annotated=r.max_classes_annotated)
         return metrics
 
-    def _source_split(self, source, image_column, root) -> tuple[EncodedSplit, int]:
-        """(the images to predict, files left out of a folder). `source`: a list of image paths, an
-        image file, a folder (searched recursively) or a table with an image column."""
+    def _source_splits(self, source, image_column, root, chunk_rows: int) -> tuple[Iterable[EncodedSplit], int]:
+        """(the images to predict, in splits of at most `chunk_rows`; files left out of a folder).
+        `source`: a list of image paths, an image file, a folder (searched recursively) or a table
+        with an image column (read in chunks: memory does not grow with its length)."""
         if isinstance(source, (list, tuple)):
-            return unlabelled_split([str(Path(p).expanduser().resolve()) for p in source]), 0
+            return [unlabelled_split([str(Path(p).expanduser().resolve()) for p in source])], 0
         path = Path(source).expanduser()
         if path.is_dir():
             images, ignored = list_images(path)
-            return unlabelled_split(images, str(path)), ignored
+            return [unlabelled_split(images, str(path))], ignored
         if not path.exists():
             raise PolyheadError(f"no such file or folder: '{path}'")
         if path.suffix.lower() in IMAGE_EXTENSIONS:
-            return unlabelled_split([str(path.resolve())], str(path)), 0
-        table = self._read(path, image_column, root)
-        split = unlabelled_split(table.paths, str(path))
-        split.rows = table.frame.index.to_numpy()
-        return split, 0
+            return [unlabelled_split([str(path.resolve())], str(path))], 0
+        d = self.config.data if self.config else None
+        chunks = read_table_chunks(path, chunk_rows, image_column=image_column or (d.image_column if d else "image"),
+                                   root=root, folder_task=d.folder_task if d else "label",
+                                   image_column_from="--image-column, or image_column= in Python; default: the "
+                                                     "run's data.image_column")
+        return (_table_split(chunk, str(path)) for chunk in chunks), 0
 
     def iter_predictions(self, source: str | Path | Sequence[str], *, image_column: str | None = None,
                          root: str | None = None, batch_size: int = 128, num_workers: int = 0,
-                         show_progress: bool = True, on_bad_image: str = "skip") -> PredictionStream:
-        """One DataFrame of predictions per batch: `image`, `row`, each task's columns, `error`.
+                         show_progress: bool = True, on_bad_image: str = "skip",
+                         chunk_rows: int = 50_000) -> PredictionStream:
+        """One DataFrame of predictions per batch, in the source's order: `image`, `row`, each task's
+        columns, `error`.
 
-        `source`: an image file, a list of image paths, a folder of images or a table.
-        `on_bad_image`: "skip" (an unreadable image gets a row with its reason in `error` and
-        null predictions) or "error" (the first one stops with an ImageError naming it)."""
+        `source`: an image file, a list of image paths, a folder of images or a table (read
+        `chunk_rows` rows at a time, so a table of millions of rows needs no more memory than one
+        chunk). `on_bad_image`: "skip" (an unreadable image gets a row with its reason in `error`
+        and null predictions) or "error" (the first one stops with an ImageError naming it)."""
         if on_bad_image not in ("error", "skip"):
             raise PolyheadError(f"on_bad_image={on_bad_image!r}: expected 'error' or 'skip'")
-        split, ignored = self._source_split(source, image_column, root)
-        loader = self._loader(split, batch_size, num_workers, on_bad_image)
+        if chunk_rows < 1:
+            raise PolyheadError(f"chunk_rows={chunk_rows}: expected a positive number of rows")
+        splits, ignored = self._source_splits(source, image_column, root, chunk_rows)
+        total = -(-len(splits[0]) // batch_size) if isinstance(splits, list) else None  # unknown for a table
+
+        def batches() -> Iterator[dict]:
+            for split in splits:  # one loader (and worker start) per chunk
+                for batch in self._loader(split, batch_size, num_workers, on_bad_image):
+                    batch["path"] = [split.paths[i] for i in batch["index"].tolist()]
+                    yield batch
 
         def frames() -> Iterator[pd.DataFrame]:
-            for batch, columns in predict_batches(self.model, self.tasks, loader, device=self.device,
-                                                  show_progress=show_progress):
-                paths = [split.paths[i] for i in batch["index"].tolist()]
-                errors = batch.get("error") or [""] * len(paths)
-                yield prediction_frame(paths, batch["row"].tolist(), columns, list(errors))
+            for batch, columns in predict_batches(self.model, self.tasks, batches(), device=self.device,
+                                                  show_progress=show_progress, total=total):
+                errors = batch.get("error") or [""] * len(batch["path"])
+                yield prediction_frame(batch["path"], batch["row"].tolist(), columns, list(errors))
 
         return PredictionStream(frames(), ignored)
 
@@ -222,7 +235,6 @@ class Predictor:
         stream = self.iter_predictions(source, **kwargs)
         rows = write_predictions(stream, out, self.tasks)
         return PredictionSummary(str(out), rows, stream.bad_images, stream.ignored_files)
-
 
     # ---- shared embeddings and similarity search (polyhead.search) -------------------------------
     def _torch_bundle(self, what: str) -> Bundle:
@@ -240,7 +252,7 @@ class Predictor:
 
     def embed_to_file(self, source, out: str | Path, *, dtype: str = "float32", image_column: str | None = None,
                       root: str | None = None, batch_size: int = 128, num_workers: int = 0,
-                      show_progress: bool = True) -> EmbeddingSummary:
+                      show_progress: bool = True, chunk_rows: int = 50_000) -> EmbeddingSummary:
         """Write the pooled shared features of every image of `source` (an image, a list of paths, a
         folder or a table) to the Parquet file `out`, batch by batch (polyhead.search.embeddings).
         `dtype`: float32 or float16. Unreadable images are left out and counted."""
@@ -248,12 +260,17 @@ class Predictor:
 
         bundle = self._torch_bundle("embed")
         check_dtype(dtype)
-        split, ignored = self._source_split(source, image_column, root)
-        loader = self._loader(split, batch_size, num_workers, on_bad_image="skip")
+        splits, ignored = self._source_splits(source, image_column, root, chunk_rows)
         info = EmbeddingInfo(dim=self._feature_dim(), dtype=dtype, model=self._fingerprint(), bundle=str(bundle.path))
         bad: list[str] = []
-        rows = write_embeddings(embedding_batches(self.model, loader, split.paths, device=self.device,
-                                                  show_progress=show_progress, bad=bad), out, info)
+
+        def batches():  # a table is read chunk by chunk, one loader per chunk (as iter_predictions)
+            for split in splits:
+                loader = self._loader(split, batch_size, num_workers, on_bad_image="skip")
+                yield from embedding_batches(self.model, loader, split.paths, device=self.device,
+                                             show_progress=show_progress, bad=bad)
+
+        rows = write_embeddings(batches(), out, info)
         self._index_path = Path(out).expanduser().resolve()
         self._indexes.pop(self._index_path, None)  # rewritten: reopen (and rebuild) its index on next use
         return EmbeddingSummary(str(out), rows, info.dim, bad, ignored)
@@ -305,6 +322,12 @@ class EmbeddingSummary:
     dim: int
     bad_images: list[str]
     ignored_files: int = 0
+
+
+def _table_split(chunk, source: str) -> EncodedSplit:
+    split = unlabelled_split(chunk.paths, source)
+    split.rows = chunk.frame.index.to_numpy()
+    return split
 
 
 def _run_config(path: str | Path) -> tuple[Config | None, Path | None]:

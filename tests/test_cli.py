@@ -170,9 +170,13 @@ def test_print_config_imports_no_training_libraries(dataset):
     assert not modules & {*TRAINING_ONLY, "pandas"}, sorted(modules & {*TRAINING_ONLY, "pandas"})
 
 
-def test_predict_imports_no_training_libraries(piped_run, tmp_path):
+@pytest.mark.parametrize("source", ["--images", "--table"])
+def test_predict_imports_no_training_libraries(piped_run, tmp_path, source):
+    """Neither a folder nor a table (read in chunks) brings in Lightning, MLflow, matplotlib,
+    TensorBoard, torchmetrics, timm or torchvision."""
     run, _ = piped_run
-    modules = imported_by("predict", run, "--images", run.parent.parent / "images", "--out", tmp_path / "p.csv",
-                          "--num-workers", "0")
+    folder = run.parent.parent
+    given = folder / "images" if source == "--images" else folder / "labels.csv"
+    modules = imported_by("predict", run, source, given, "--out", tmp_path / "p.csv", "--num-workers", "0")
     assert "torch" in modules and len(pd.read_csv(tmp_path / "p.csv")) == 40
     assert not modules & set(TRAINING_ONLY), sorted(modules & set(TRAINING_ONLY))

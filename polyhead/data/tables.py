@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -121,17 +122,69 @@ def read_table(path: str | Path, *, image_column: str = "image", root: str | Pat
     elif not path.exists():
         raise table_not_found(given, key)
     else:
-        frame = _read_file(path)
-        if image_column not in frame.columns:
-            raise DataError(f"table '{path}' has no image column '{image_column}' ({image_column_from}); "
-                            f"columns: {', '.join(map(str, frame.columns))}")
-        base = Path(root).expanduser() if root else path.parent
-        frame = frame.rename(columns={image_column: IMAGE}) if image_column != IMAGE else frame
-        frame[IMAGE] = [_resolve(base, v, path, i) for i, v in enumerate(frame[IMAGE], start=1)]
+        frame = _with_image_paths(_read_file(path), path, image_column, root, image_column_from)
     if len(frame) == 0:
         raise DataError(f"table '{path}' has no rows")
     frame.index = pd.RangeIndex(1, len(frame) + 1)
     return LabelTable(frame, str(path))
+
+
+def read_table_chunks(path: str | Path, chunk_rows: int, *, image_column: str = "image",
+                      root: str | Path | None = None, folder_task: str = "label",
+                      image_column_from: str = "data.image_column", key: str | None = None) -> Iterator[LabelTable]:
+    """`read_table` in pieces of at most `chunk_rows` rows, in order, with the whole table's 1-based
+    row index: memory stays flat however long the table. CSV, Parquet and JSON Lines are read
+    incrementally; a JSON array or an image folder is read whole and then cut."""
+    given = Path(path)
+    path = given.expanduser()
+    fmt = TABLE_FORMATS.get(path.suffix.lower())
+    if path.is_dir() or not path.exists() or fmt is None or (fmt == "jsonl" and not _looks_like_jsonl(path)):
+        table = read_table(given, image_column=image_column, root=root, folder_task=folder_task,
+                           image_column_from=image_column_from, key=key)
+        for start in range(0, len(table), chunk_rows):
+            yield LabelTable(table.frame.iloc[start:start + chunk_rows], table.source)
+        return
+    first = 1
+    for frame in _read_file_chunks(path, fmt, chunk_rows):
+        frame = _with_image_paths(frame, path, image_column, root, image_column_from, first)
+        frame.index = pd.RangeIndex(first, first + len(frame))
+        first += len(frame)
+        if len(frame):
+            yield LabelTable(frame, str(path))
+    if first == 1:
+        raise DataError(f"table '{path}' has no rows")
+
+
+def _read_file_chunks(path: Path, fmt: str, chunk_rows: int) -> Iterator[pd.DataFrame]:
+    try:
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+                yield batch.to_pandas()
+            return
+        if fmt == "csv":
+            reader = pd.read_csv(path, sep=_sniff_separator(path), dtype=str, encoding="utf-8-sig",
+                                 keep_default_na=False, na_values=[""], chunksize=chunk_rows)
+        else:
+            reader = pd.read_json(path, lines=True, dtype=False, chunksize=chunk_rows)
+        with reader:
+            yield from reader
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise DataError(f"cannot read table '{path}' as {fmt}: {first}") from None
+
+
+def _with_image_paths(frame: pd.DataFrame, path: Path, image_column: str, root, image_column_from: str,
+                      first_row: int = 1) -> pd.DataFrame:
+    """The image column renamed `image` and made absolute (against `root`, else the table's folder)."""
+    if image_column not in frame.columns:
+        raise DataError(f"table '{path}' has no image column '{image_column}' ({image_column_from}); "
+                        f"columns: {', '.join(map(str, frame.columns))}")
+    base = Path(root).expanduser() if root else path.parent
+    frame = frame.rename(columns={image_column: IMAGE}) if image_column != IMAGE else frame
+    frame[IMAGE] = [_resolve(base, v, path, i) for i, v in enumerate(frame[IMAGE], start=first_row)]
+    return frame
 
 
 def _resolve(base: Path, value, table: Path, row: int) -> str:

@@ -120,15 +120,17 @@ def _probabilities(model, tasks: dict[str, Task], images: torch.Tensor, device: 
 
 @torch.inference_mode()
 def predict_batches(model, tasks: dict[str, Task], loader: Iterable[Batch], *, device: torch.device | str = "cpu",
-                    show_progress: bool = True) -> Iterator[tuple[Batch, dict[str, list]]]:
+                    show_progress: bool = True, total: int | None = None) -> Iterator[tuple[Batch, dict[str, list]]]:
     """Yield one dict of prediction columns per batch (streaming: memory does not grow with N).
 
-    `model`: a torch model, or a runner with `probabilities` (see `_probabilities`)."""
+    `model`: a torch model, or a runner with `probabilities` (see `_probabilities`). `total`: the
+    batches to come, for the progress bar (default: `len(loader)` where it has one)."""
     device = torch.device(device)
     if isinstance(model, torch.nn.Module):
         model.eval().to(device)
     with progress_bar(show_progress) as bar:
-        job = bar.add_task("predicting", total=len(loader) if hasattr(loader, "__len__") else None)
+        total = total if total is not None else len(loader) if hasattr(loader, "__len__") else None
+        job = bar.add_task("predicting", total=total)
         for batch in loader:
             probs = _probabilities(model, tasks, batch["image"], device)
             columns: dict[str, list] = {}

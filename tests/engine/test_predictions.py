@@ -160,3 +160,35 @@ def test_evaluate_a_bundle_folder_writes_into_its_run(run, capsys):
     assert (run_dir / "evaluations" / "labels.json").is_file()
     assert (run_dir / "evaluations" / "labels" / "plots").is_dir()
     assert not (run_dir / "model" / "evaluations").exists()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
+def test_a_table_streams_in_chunks_every_row_once_in_order(run, tmp_path, fmt):
+    """A 9-row table (relative paths, one missing image) read 4 rows at a time, 3 images per batch:
+    every row exactly once, in the table's order, with its 1-based row number, and the probabilities
+    of the model applied to the decoded images directly."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    root, run_dir = run
+    names = [f"images/{i:04d}.png" for i in (5, 0, 7, 7, 3, 11, 2, 9, 1)]
+    names[4] = "images/missing.png"
+    table = pd.DataFrame({"image": names, "note": list("abcdefghi")})
+    path = root / f"chunked.{fmt}"
+    {"csv": lambda: table.to_csv(path, index=False), "parquet": lambda: table.to_parquet(path),
+     "jsonl": lambda: table.to_json(path, orient="records", lines=True)}[fmt]()
+    predictor = polyhead.load(run_dir, device="cpu")
+    out = tmp_path / "p.parquet"
+    predictor.predict_to_file(path, out, chunk_rows=4, batch_size=3, show_progress=False)
+    got = pd.read_parquet(out)
+
+    assert got["image"].tolist() == [str((root / n).resolve()) for n in names]
+    assert got["row"].tolist() == list(range(1, 10))
+    assert got["error"].notna().tolist() == [i == 4 for i in range(9)]
+    good = [i for i in range(9) if i != 4]
+    pixels = [np.asarray(Image.open(root / names[i]).convert("RGB")) for i in good]  # already 16 x 16
+    images = torch.from_numpy(np.stack(pixels)).permute(0, 3, 1, 2).contiguous()  # uint8 [8, 3, 16, 16]
+    with torch.inference_mode():
+        probs = torch.sigmoid(predictor.bundle.model.eval()(images)["red"][:, 0])  # binary: one logit
+    assert got["red_prob"].iloc[good].to_numpy() == pytest.approx(probs.numpy(), abs=1e-5)
