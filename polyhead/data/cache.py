@@ -153,7 +153,10 @@ def _decoded_batches(paths: list[str], channels: int, size: tuple[int, int], pro
     """uint8 [b, C, H, W] batches of `paths` in order, decoded on every core (DataLoader workers)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     workers = 0 if len(paths) < _PARALLEL_FROM else min(cores, 16)
-    loader = DataLoader(_Decode(paths, channels, size), batch_size=_BUILD_BATCH, num_workers=workers)
+    # its own generator: a DataLoader draws its workers' base seed, which would move the global RNG
+    # (and so the model's initial weights) only on runs that build the cache
+    loader = DataLoader(_Decode(paths, channels, size), batch_size=_BUILD_BATCH, num_workers=workers,
+                        generator=torch.Generator().manual_seed(0))
     batches = iter(loader)
     if progress and console is not None and (console.is_interactive or console.is_jupyter):
         from rich.progress import track
@@ -221,7 +224,10 @@ def _write_atomic(file: Path, write, console, *, in_memory: bool) -> bool:
                       f"to a writable folder with space, or data.cache=memory)[/]")
         return False
     finally:
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:  # the folder itself is unusable: there is no temporary file
+            pass
 
 
 def _remove_stale_temps(folder: Path) -> None:
