@@ -114,3 +114,15 @@ def crash_at(monkeypatch):
         monkeypatch.setattr(MultiTaskModule, "training_step", step)
 
     return arm
+
+
+@pytest.fixture(autouse=True)
+def _image_cache_dir(tmp_path_factory, monkeypatch):
+    """Every test gets its own data.cache folder (never the user's ~/.cache) and starts with no
+    in-memory cache left by another test."""
+    from polyhead.data import cache
+
+    monkeypatch.setenv("POLYHEAD_CACHE_DIR", str(tmp_path_factory.mktemp("image-cache")))
+    cache.forget()
+    yield
+    cache.forget()

@@ -26,7 +26,7 @@ from PIL import Image
 
 import polyhead
 from polyhead.data.loaders import eval_loader, image_size, train_loader
-from polyhead.data.transforms import build_train_transform
+from polyhead.data.transforms import BatchAugment, build_train_transform
 from polyhead.engine.data import build_data
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.fit import build_model_from_config
@@ -89,7 +89,8 @@ def manual_loop(cfg) -> dict:
     lr = cfg.optimizer.lr
     opt = torch.optim.AdamW([{"params": model.parameters()}, *weighting.parameter_groups(lr=lr)], lr=lr,
                             weight_decay=cfg.optimizer.weight_decay)
-    loader = train_loader(splits.train, cfg.data, seed=cfg.training.seed)  # augmented, ordered by (seed, epoch)
+    loader = train_loader(splits.train, cfg.data, seed=cfg.training.seed)  # un-augmented, ordered by (seed, epoch)
+    augment = BatchAugment(cfg.data.augment, cfg.data.channels, seed=cfg.training.seed)  # data.augment, batched
     limit = cfg.training.limit_train_batches
     steps = int(limit) if limit else len(loader)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=cfg.training.epochs * steps)
@@ -100,7 +101,8 @@ def manual_loop(cfg) -> dict:
         for step, batch in enumerate(loader):
             if step >= steps:
                 break
-            features = model.forward_features(batch["image"])                 # [B, F]
+            images = augment(batch["image"], batch["index"], epoch)            # uint8 [B, C, H, W]
+            features = model.forward_features(images)                          # [B, F]
             losses = task_losses(tasks, model.forward_heads(features), batch)  # {task: masked mean loss}
             opt.zero_grad()
             ctx = StepContext(backward=lambda t: t.backward(), features=features,

@@ -7,10 +7,10 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from polyhead import __version__
+from polyhead.engine.threads import default_cpu_threads
 
 VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export",
          "serve", "add-task", "embed", "neighbors", "methods", "config")
@@ -69,14 +69,6 @@ def _one_line(exc: BaseException) -> str:
     if "Original Traceback" in text:  # re-raised from a DataLoader worker: keep the original message
         text = text.strip().splitlines()[-1].split(": ", 1)[-1]
     return text
-
-
-def default_cpu_threads() -> None:
-    """Leave a core for the DataLoader workers. Must run before torch is imported (OpenMP reads the
-    variable once). On the 2-core demo machine this is ~5% faster end-to-end than a pool on every
-    core (docs/benchmarks.md); the user's own OMP_NUM_THREADS always wins."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores - 1)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,7 +64,9 @@ class DataConfig:
     std: Optional[List[float]] = None  # normalisation std per channel; default: the backbone's own
     batch_size: int = 64  # training batch size
     eval_batch_size: Optional[int] = None  # default: 2 x batch_size
-    num_workers: int = 2  # DataLoader worker processes decoding images
+    num_workers: Any = "auto"  # DataLoader worker processes decoding images; auto: none when the images are cached, else half the CPU cores (all but one with a GPU)
+    cache: str = "auto"  # decode-once image cache: auto (disk, and in RAM when it fits) | memory | disk | off (decode every epoch)
+    cache_dir: Optional[str] = None  # where data.cache keeps decoded images; default: $POLYHEAD_CACHE_DIR, else ~/.cache/polyhead/images
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # training-time augmentation
     sampling: str = "proportional"  # how training draws from several tables (train_table, tasks.<name>.table): proportional | round_robin | temperature
     sampling_temperature: float = 2.0  # `temperature` sampling: table s is drawn with probability ~ rows_s^(1/T)
@@ -150,7 +152,7 @@ class TrainingConfig:
     accelerator: str = "auto"  # auto | cpu | cuda (gpu is the same) | mps
     devices: Any = "auto"  # auto or 1 (one device), or [N] to train on GPU N; multi-device training is not supported yet
     deterministic: bool = False  # deterministic kernels (slower; bit-identical reruns)
-    cpu_threads: Optional[int] = None  # torch threads on a CPU (default: cores minus data.num_workers)
+    cpu_threads: Optional[int] = None  # torch threads on a CPU (default: the cores the loader workers leave, all of them with a cached dataset)
     channels_last: bool = True  # NHWC activations: much faster convolutions on CPUs and tensor cores
     limit_train_batches: Optional[float] = None  # for smoke runs: a fraction or a count
     limit_val_batches: Optional[float] = None  # for smoke runs: a fraction or a count

@@ -65,6 +65,7 @@ def validate_tasks(cfg: Config) -> None:
 
 
 SAMPLING_MODES = ("proportional", "round_robin", "temperature")
+CACHE_MODES = ("auto", "memory", "disk", "off")  # polyhead.data.cache.MODES (config/ imports no data module)
 
 
 def validate_sources(cfg: Config) -> None:
@@ -96,8 +97,10 @@ def validate_data(cfg: Config) -> None:
         _fail("data.batch_size", d.batch_size, "an integer > 0")
     if d.eval_batch_size is not None and d.eval_batch_size <= 0:
         _fail("data.eval_batch_size", d.eval_batch_size, "an integer > 0")
-    if d.num_workers < 0:
-        _fail("data.num_workers", d.num_workers, "an integer >= 0")
+    if d.num_workers != "auto" and (isinstance(d.num_workers, bool) or not isinstance(d.num_workers, int)
+                                    or d.num_workers < 0):
+        _fail("data.num_workers", d.num_workers, "auto or an integer >= 0")
+    _one_of("data.cache", d.cache, CACHE_MODES)
     for key in ("val_fraction", "test_fraction"):
         value = getattr(d, key)
         if not 0.0 <= value < 1.0:

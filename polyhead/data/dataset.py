@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Collection, TypedDict
+from typing import Collection, TypedDict
 
 import numpy as np
 import pandas as pd
@@ -11,7 +11,6 @@ import torch
 from torch.utils.data import Dataset
 
 from polyhead.data.images import load_image
-from polyhead.data.seeds import AUGMENT, derive_seed
 from polyhead.data.tables import LabelTable, check_columns
 from polyhead.errors import ImageError
 from polyhead.tasks import Task
@@ -111,20 +110,15 @@ def unlabelled_split(paths: list[str], source: str = "images") -> EncodedSplit:
 
 
 class MultiTaskDataset(Dataset):
-    """Decodes images on the fly; `transform` runs on uint8 [C, H, W] tensors (augmentation).
-
-    An item is a position, or (epoch, position) from a `SourceSampler(tag_epoch=True)`: then the
-    transform draws from a generator seeded by (seed, epoch, position) (the global RNG is
-    forked, so it is left as it was), which makes augmentation identical on a resumed run.
+    """Decodes images on the fly: an item is the row at a position (or at (epoch, position), as a
+    `SourceSampler(tag_epoch=True)` yields), its image uint8 [C, H, W], not augmented (training
+    augments whole batches: `polyhead.data.transforms`).
 
     `on_bad_image`: "error" (an unreadable image raises `ImageError`; training checks images
     before it starts) or "skip" (prediction: the item carries the reason in "error")."""
 
-    def __init__(self, split: EncodedSplit, *, channels: int, size: tuple[int, int],
-                 transform: Callable[[torch.Tensor], torch.Tensor] | None = None, seed: int = 0,
-                 on_bad_image: str = "error"):
-        self.split, self.channels, self.size, self.transform = split, channels, tuple(size), transform
-        self.seed, self.on_bad_image = seed, on_bad_image
+    def __init__(self, split: EncodedSplit, *, channels: int, size: tuple[int, int], on_bad_image: str = "error"):
+        self.split, self.channels, self.size, self.on_bad_image = split, channels, tuple(size), on_bad_image
 
     def _image(self, i: int) -> tuple[torch.Tensor, str]:
         """(uint8 [C, H, W], "" ) or, with on_bad_image="skip", (zeros, why the image is unreadable)."""
@@ -139,15 +133,8 @@ class MultiTaskDataset(Dataset):
         return len(self.split)
 
     def __getitem__(self, item: int | tuple[int, int]) -> Batch | PredictionBatch:
-        epoch, i = item if isinstance(item, tuple) else (None, item)
+        i = item[1] if isinstance(item, tuple) else item
         image, error = self._image(i)
-        if self.transform is not None and epoch is not None:
-            with torch.random.fork_rng(devices=[]):
-                # the CPU generator only: torch.manual_seed also seeds every accelerator (~100x slower)
-                torch.default_generator.manual_seed(derive_seed(self.seed, epoch, i, AUGMENT))
-                image = self.transform(image)
-        elif self.transform is not None:
-            image = self.transform(image)
         sample = Batch(image=image,
                        targets={t: torch.as_tensor(v[i]) for t, v in self.split.targets.items()},
                        mask={t: torch.as_tensor(bool(m[i])) for t, m in self.split.masks.items()},
@@ -155,3 +142,37 @@ class MultiTaskDataset(Dataset):
         if self.on_bad_image == "skip":
             return PredictionBatch(**sample, error=error)
         return sample
+
+
+class CachedDataset(Dataset):
+    """The rows of a split with their images already decoded (`polyhead.data.cache`): a DataLoader
+    fetches a whole `Batch` with one `__getitems__` call (one gather from the cached array and from
+    each target array), so a batch costs no per-sample Python work. Use `collate_fn=as_is`.
+
+    images: uint8 [M, C, H, W]; cache_rows: int64 [len(split)], the image row of each position."""
+
+    def __init__(self, split: EncodedSplit, images: torch.Tensor, cache_rows: np.ndarray):
+        self.split, self.images, self.cache_rows = split, images, np.asarray(cache_rows, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def __getitems__(self, items: list) -> Batch:
+        """items: positions, or (epoch, position) pairs; the same keys, dtypes and shapes as the default
+        collate of `MultiTaskDataset` items."""
+        idx = np.fromiter((it[1] if isinstance(it, tuple) else it for it in items), dtype=np.int64, count=len(items))
+        s = self.split
+        return Batch(image=self.images[torch.from_numpy(self.cache_rows[idx])],
+                     targets={t: torch.from_numpy(v[idx]) for t, v in s.targets.items()},
+                     mask={t: torch.from_numpy(m[idx].astype(bool)) for t, m in s.masks.items()},
+                     row=torch.from_numpy(s.rows[idx].astype(np.int64)), index=torch.from_numpy(idx))
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Batch:
+        batch = self.__getitems__([item])
+        return Batch(image=batch["image"][0], targets={t: v[0] for t, v in batch["targets"].items()},
+                     mask={t: m[0] for t, m in batch["mask"].items()}, row=batch["row"][0], index=batch["index"][0])
+
+
+def as_is(batch):
+    """The collate function of a `CachedDataset`: its batches arrive collated."""
+    return batch

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,8 +35,10 @@ from rich.console import Console
 
 from polyhead.config.loading import to_yaml
 from polyhead.config.schema import Config
-from polyhead.data.loaders import eval_loader, image_size, train_loader
+from polyhead.data.cache import ImageCache, open_cache
+from polyhead.data.loaders import eval_loader, image_size, loader_workers, train_loader
 from polyhead.data.splits import DataSplits
+from polyhead.data.transforms import BatchAugment
 from polyhead.data.validation import write_skipped_rows
 from polyhead.engine.callbacks import ConfiguredEarlyStopping, EpochEnd, EpochHistory, EpochSeed, SaveConfigOnStart
 from polyhead.engine.checks import check_config, check_monitor
@@ -49,6 +50,7 @@ from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.precision import resolve_precision
 from polyhead.engine.resume import check_resume
+from polyhead.engine.threads import training_threads
 from polyhead.engine.progress import epoch_number, progress_callbacks
 from polyhead.engine.summary import metrics_table
 from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
@@ -89,17 +91,25 @@ def make_run_dir(cfg: Config, name_hint: str = "run") -> Path:
     return run_dir
 
 
-def set_cpu_threads(cfg: Config, console: Console) -> None:
-    """On a CPU, torch's OpenMP threads and the DataLoader workers share the cores. Give torch the
-    cores the workers leave, unless the user chose (OMP_NUM_THREADS or training.cpu_threads)."""
+def set_cpu_threads(cfg: Config, workers: int) -> int | None:
+    """On a CPU, torch's threads and the DataLoader workers share the cores: torch gets the cores the
+    workers leave (every core when the images are cached and no worker runs), unless the user chose
+    (training.cpu_threads, or their own OMP_NUM_THREADS). Returns the threads set (None: left alone)."""
     if torch.cuda.is_available() and cfg.training.accelerator != "cpu":
-        return
-    threads = cfg.training.cpu_threads
-    if threads is None:
-        if "OMP_NUM_THREADS" in os.environ:
-            return
-        threads = max(1, (os.cpu_count() or 1) - cfg.data.num_workers)
-    torch.set_num_threads(threads)
+        return None
+    threads = training_threads(workers, cfg.training.cpu_threads)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return threads
+
+
+def open_image_cache(cfg: Config, splits: DataSplits, console: Console) -> ImageCache | None:
+    """data.cache over every image of the run (train, val and test): one cache however the rows are
+    split, so another seed or `compare`'s runs reuse it."""
+    d = cfg.data
+    paths = [p for split in (splits.train, splits.val, splits.test) if split is not None for p in split.paths]
+    return open_cache(paths, mode=d.cache, channels=d.channels, size=image_size(d), cache_dir=d.cache_dir,
+                      console=console, progress=live_progress(cfg, console))
 
 
 def build_model_from_config(cfg: Config, tasks: dict[str, Task]) -> tuple[MultiTaskModel, BackboneSpec, Preprocessing]:
@@ -167,8 +177,9 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     run_dir, ckpt = _resume_point(Path(resume)) if resume is not None else (None, None)  # fail before any work
     started = time.perf_counter()
     L.seed_everything(cfg.training.seed, workers=True, verbose=False)
-    set_cpu_threads(cfg, console)
     tasks, splits = build_data(cfg, console)  # with data.validate's image check and data.on_bad_image
+    cache = open_image_cache(cfg, splits, console)
+    set_cpu_threads(cfg, loader_workers(cfg.data, cached=cache is not None))
     for name, task in tasks.items():  # write inferred classes into the saved config
         cfg.tasks[name].classes = list(task.classes)
     check_monitor(cfg)  # again, now that the class counts are known (top-k accuracy needs k < classes)
@@ -194,17 +205,19 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
                              unfreeze_stages=cfg.training.unfreeze_stages,
                              gradient_clip=cfg.training.gradient_clip, monitor=cfg.training.monitor,
-                             nonfinite=NonFiniteGuard(cfg.training.on_nonfinite_loss, splits.train))
+                             nonfinite=NonFiniteGuard(cfg.training.on_nonfinite_loss, splits.train),
+                             augment=BatchAugment(cfg.data.augment, cfg.data.channels, seed=cfg.training.seed))
     has_val = splits.val is not None and len(splits.val) > 0
     extra = ((EpochMetrics(trackers),) if trackers else ()) + (
         (SaveConfigOnStart(run_dir / "config.yaml", cfg),) if resume is not None else ())
     trainer = _trainer(cfg, run_dir, has_val, console, tasks, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
-    train = train_loader(splits.train, cfg.data, seed=cfg.training.seed)
+    train = train_loader(splits.train, cfg.data, seed=cfg.training.seed, cache=cache)
     if ckpt is not None:  # persistent workers draw the first epoch's rows before Lightning calls set_epoch
         train.sampler.set_epoch(resume_epoch(ckpt))
-    trainer.fit(module, train, eval_loader(splits.val, cfg.data, seed=cfg.training.seed) if has_val else None,
+    val = eval_loader(splits.val, cfg.data, seed=cfg.training.seed, cache=cache) if has_val else None
+    trainer.fit(module, train, val,
                 ckpt_path=ckpt, weights_only=True)
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
@@ -217,7 +230,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
         split = getattr(splits, split_name)
         if split is not None and len(split):
             metrics[split_name], split_outputs = evaluate_model(
-                model, tasks, eval_loader(split, cfg.data, seed=cfg.training.seed), device=device, description=f"evaluating {split_name}",
+                model, tasks, eval_loader(split, cfg.data, seed=cfg.training.seed, cache=cache), device=device, description=f"evaluating {split_name}",
                 show_progress=live_progress(cfg, console), return_outputs=True)
             outputs[split_name] = (split_outputs, split.paths)
             console.print(metrics_table(metrics[split_name], tasks, f"{split_name} metrics"))

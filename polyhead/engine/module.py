@@ -11,6 +11,9 @@ per-task losses become gradients:
     weighting.after_step(recompute)   (FAMO: the batch's losses again, updated model, no grad)
     lr scheduler step
 
+Training batches arrive un-augmented: `augment` (data.augment, batched) draws each sample's
+random numbers on the CPU before the batch moves to the device and transforms the images after.
+
 A loss-based method backpropagates a weighted sum; a gradient-based method may
 take d loss_t / d features or d loss_t / d shared parameters first. The task weights and
 learning rates each step used are logged as epoch means (`weights/<task>`, `lr/<group>`).
@@ -27,6 +30,7 @@ import torch
 
 from polyhead.config.schema import OptimizerConfig, SchedulerConfig
 from polyhead.data.dataset import Batch
+from polyhead.data.transforms import BatchAugment
 from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
@@ -70,8 +74,10 @@ class MultiTaskModule(L.LightningModule):
     def __init__(self, model: MultiTaskModel, tasks: dict[str, Task], weighting: WeightingMethod, *,
                  optimizer: OptimizerConfig, scheduler: SchedulerConfig, freeze_backbone_epochs: int = 0,
                  gradient_clip: float | None = None, monitor: str = "val/loss",
-                 nonfinite: NonFiniteGuard | None = None, unfreeze_stages: int | None = None):
+                 nonfinite: NonFiniteGuard | None = None, unfreeze_stages: int | None = None,
+                 augment: BatchAugment | None = None):
         super().__init__()
+        self.augment = augment if augment is not None and augment.enabled else None  # data.augment
         self.nonfinite = nonfinite or NonFiniteGuard("error")  # training.on_nonfinite_loss
         self.monitor = monitor  # shown in the progress bar beside the losses
         self.automatic_optimization = False
@@ -89,6 +95,19 @@ class MultiTaskModule(L.LightningModule):
 
     def forward(self, x):
         return self.model(x)
+
+    # ---- augmentation (training batches only) ----------------------------------------
+    def on_before_batch_transfer(self, batch, dataloader_idx: int):
+        if self.augment is not None and self._trainer is not None and self.trainer.training:
+            # a function of (seed, epoch, position): the same draws on a resumed run
+            batch = {**batch, "augment": self.augment.draws(batch["index"], self.current_epoch)}
+        return batch
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if isinstance(batch, dict) and "augment" in batch:
+            batch = dict(batch)
+            batch["image"] = self.augment.apply(batch["image"], batch.pop("augment"))
+        return batch
 
     # ---- optimisation --------------------------------------------------------------
     def configure_optimizers(self):

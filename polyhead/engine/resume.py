@@ -21,7 +21,7 @@ from polyhead.errors import ConfigError
 #: keys (or sections, ending in ".") a resume may change
 RESUMABLE = ("training.epochs", "training.early_stopping.", "training.progress_bar", "training.limit_train_batches",
              "training.limit_val_batches", "training.on_nonfinite_loss", "training.cpu_threads",
-             "data.num_workers", "data.eval_batch_size", "data.validate", "report.")
+             "data.num_workers", "data.cache", "data.cache_dir", "data.eval_batch_size", "data.validate", "report.")
 
 
 def _flat(tree: dict, prefix: str = "") -> dict[str, object]:

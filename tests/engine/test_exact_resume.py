@@ -60,19 +60,22 @@ def test_augmentation_is_a_function_of_seed_epoch_and_position(dataset):
     from polyhead.config.loading import load_config
     from polyhead.data.dataset import MultiTaskDataset
     from polyhead.data.splits import build_splits
-    from polyhead.data.transforms import build_train_transform
+    from polyhead.data.transforms import BatchAugment
     from polyhead.tasks import build_tasks
 
     cfg = load_config(dataset / "config.yaml", ["data.augment.crop_padding=4", "data.augment.hflip=true",
                                                 f"data.root={dataset}"])
     splits = build_splits(cfg.data, build_tasks(cfg.tasks), seed=cfg.training.seed)
-    transform = build_train_transform(cfg.data.augment, (16, 16), 3)
-    ds, other_seed = (MultiTaskDataset(splits.train, channels=3, size=(16, 16), transform=transform, seed=s)
-                      for s in (0, 1))
+    ds = MultiTaskDataset(splits.train, channels=3, size=(16, 16))
+    images = torch.stack([ds[i]["image"] for i in range(8)])
+    positions = torch.arange(8)
+    augment, other_seed = (BatchAugment(cfg.data.augment, 3, seed=s) for s in (0, 1))
     rng_before = torch.random.get_rng_state()
-    first = [ds[(3, i)]["image"] for i in range(8)]
+    first = augment(images, positions, epoch=3)
     assert torch.equal(torch.random.get_rng_state(), rng_before)  # the global RNG is left alone
     torch.manual_seed(123)  # whatever the global RNG holds, the same (epoch, position) gives the same image
-    assert all(torch.equal(ds[(3, i)]["image"], img) for i, img in enumerate(first))
-    assert any(not torch.equal(ds[(4, i)]["image"], img) for i, img in enumerate(first))  # epochs differ
-    assert any(not torch.equal(other_seed[(3, i)]["image"], img) for i, img in enumerate(first))  # seeds differ
+    assert torch.equal(augment(images, positions, epoch=3), first)
+    # ... whatever batch the sample is in: positions 5..7 alone, in another order
+    assert torch.equal(augment(images[[7, 5, 6]], positions[[7, 5, 6]], epoch=3), first[[7, 5, 6]])
+    assert not torch.equal(augment(images, positions, epoch=4), first)  # epochs differ
+    assert not torch.equal(other_seed(images, positions, epoch=3), first)  # seeds differ
