@@ -12,7 +12,7 @@ CHROMIUM ?= /usr/bin/chromium
 # pytest-xdist processes: the suite took 7 min on 2 cores with 2 workers, 11.5 min with one
 TEST_WORKERS ?= 2
 
-.PHONY: install demo data test bench clean browser
+.PHONY: install demo data test bench clean browser testdata
 
 install: $(VENV)/.installed
 
@@ -49,7 +49,18 @@ browser:
 	  fi; \
 	fi
 
-test: install browser
+# The demo's Fashion-MNIST files: the recall@10 test of `polyhead neighbors` and the preparer tests
+# read them (they are skipped, with a note, where the package cannot be installed).
+testdata:
+	@if [ ! -d $(FMNIST) ]; then \
+	  if command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; \
+	  else \
+	    echo "note: $(FMNIST) not found ('sudo apt-get install dataset-fashion-mnist'); the tests on the demo data are skipped"; \
+	  fi; \
+	fi
+
+test: install browser testdata
 	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: install data
