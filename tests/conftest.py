@@ -10,6 +10,10 @@ Every task is learnable from the pixels, so a few epochs of a tiny CNN score wel
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -114,6 +118,17 @@ def crash_at(monkeypatch):
         monkeypatch.setattr(MultiTaskModule, "training_step", step)
 
     return arm
+
+
+def pytest_configure(config):
+    """Module- and session-scoped fixtures train too, before any function fixture runs: the whole
+    session (each xdist worker) writes data.cache files to a folder of its own, never ~/.cache."""
+    config._polyhead_cache = tempfile.mkdtemp(prefix="polyhead-test-cache-")
+    os.environ["POLYHEAD_CACHE_DIR"] = config._polyhead_cache
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_polyhead_cache", ""), ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
