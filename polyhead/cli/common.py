@@ -11,6 +11,18 @@ def add_model_input_args(p) -> None:
     p.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda (or gpu), cuda:N or mps")
 
 
+def add_image_source_args(p, images_help: str) -> None:
+    """The images a verb reads: --images (a folder or image files) or --table, exactly one."""
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", nargs="+", metavar="PATH", help=images_help)
+    src.add_argument("--table", help="CSV / Parquet / JSONL table with an image column (see --image-column)")
+
+
+def image_source(args):
+    """What `Predictor` reads for --images / --table: a table path, one folder or image, or a list of images."""
+    return args.table or (args.images[0] if len(args.images) == 1 else args.images)
+
+
 def input_kwargs(args) -> dict:
     return {"image_column": args.image_column, "root": args.root, "batch_size": args.batch_size,
             "num_workers": args.num_workers}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from polyhead.cli.common import add_model_input_args, input_kwargs
+from polyhead.cli.common import add_image_source_args, add_model_input_args, image_source, input_kwargs
 
 
 def add_parser(sub) -> None:
@@ -12,10 +12,7 @@ def add_parser(sub) -> None:
                                    "`polyhead neighbors` and Predictor.similar search the file (cosine similarity, "
                                    "faiss). Unreadable images are left out and counted.")
     p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train` or `add-task`")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", nargs="+", metavar="PATH",
-                     help="a folder of images (searched recursively), or one or more image files")
-    src.add_argument("--table", help="CSV / Parquet / JSONL table with an image column (see --image-column)")
+    add_image_source_args(p, "a folder of images (searched recursively), or one or more image files")
     p.add_argument("--out", required=True, help="the embeddings file (.parquet)")
     p.add_argument("--dtype", default="float32", choices=("float32", "float16"),
                    help="stored precision of the features (float16 halves the file; search computes in float32)")
@@ -27,7 +24,7 @@ def run(args) -> int:
     from polyhead.api import Predictor
 
     predictor = Predictor.load(args.run_dir, args.device)
-    source = args.table or (args.images[0] if len(args.images) == 1 else args.images)
+    source = image_source(args)
     done = predictor.embed_to_file(source, args.out, dtype=args.dtype, **input_kwargs(args))
     if done.ignored_files:
         print(f"left out {done.ignored_files} file(s) that are not images (by extension) under '{args.images[0]}'")

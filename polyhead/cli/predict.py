@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from polyhead.cli.common import add_model_input_args, input_kwargs
+from polyhead.cli.common import add_image_source_args, add_model_input_args, image_source, input_kwargs
 
 
 def add_parser(sub) -> None:
@@ -15,11 +15,8 @@ def add_parser(sub) -> None:
                                    "`error`, why an image could not be read (empty for a good one). Streams in "
                                    "batches; the output file appears only when complete.")
     p.add_argument("run_dir", help="run folder (or bundle folder) written by `polyhead train`")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--images", nargs="+", metavar="PATH",
-                     help="a folder of images (searched recursively; other files are counted and left out), "
-                          "or one or more image files")
-    src.add_argument("--table", help="CSV / Parquet / JSONL table with an image column (see --image-column)")
+    add_image_source_args(p, "a folder of images (searched recursively; other files are counted and left out), "
+                             "or one or more image files")
     p.add_argument("--out", required=True,
                    help="output file: .parquet, .csv (list cells joined with the task's delimiter), "
                         "or - for CSV on stdout")
@@ -39,7 +36,7 @@ def run(args) -> int:
     to_stdout = args.out == "-"
     say = sys.stderr if to_stdout else sys.stdout  # stdout is the CSV itself with --out -
     predictor = Predictor.load(args.run_dir, args.device, args.backend)
-    source = args.table or (args.images[0] if len(args.images) == 1 else args.images)
+    source = image_source(args)
     kwargs = input_kwargs(args)
     if to_stdout:
         kwargs["show_progress"] = False
