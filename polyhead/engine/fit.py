@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Sequence
 
 import lightning as L
 import torch
@@ -153,12 +154,13 @@ def quiet_lightning() -> None:
 
 
 def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
-        resume: str | Path | None = None) -> RunResult:
+        resume: str | Path | None = None, callbacks: Sequence[L.Callback] = ()) -> RunResult:
     """Train, save the bundle, evaluate on val and test. Returns the run's folder and metrics.
 
     `resume`: a run folder; training continues from its `checkpoints/last.ckpt` (model,
     optimizer, scheduler, weighting method state, epoch counters, early stopping, history)
-    and logs into the same tracker runs (`tracking.json`)."""
+    and logs into the same tracker runs (`tracking.json`). `callbacks`: extra Lightning callbacks,
+    run after polyhead's own epoch-end ones (e.g. `polyhead tune`'s per-epoch report to Optuna)."""
     console = console or Console()
     check_config(cfg)  # every config problem, and a resume's refused changes, before any work
     training_devices(cfg.training.accelerator, cfg.training.devices)  # this machine has them
@@ -166,13 +168,13 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
         check_resume(resume, cfg)
     trackers = _build_trackers(cfg)
     with tracked_run(trackers):  # a failure ends the tracker runs as FAILED
-        result = _fit(cfg, trackers, console=console, name_hint=name_hint, resume=resume)
+        result = _fit(cfg, trackers, console=console, name_hint=name_hint, resume=resume, callbacks=callbacks)
         finish_run(trackers, result.run_dir, console)
     return result
 
 
 def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
-         resume: str | Path | None) -> RunResult:
+         resume: str | Path | None, callbacks: Sequence[L.Callback] = ()) -> RunResult:
     quiet_lightning()
     run_dir, ckpt = _resume_point(Path(resume)) if resume is not None else (None, None)  # fail before any work
     started = time.perf_counter()
@@ -209,7 +211,7 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
                              augment=BatchAugment(cfg.data.augment, cfg.data.channels, seed=cfg.training.seed))
     has_val = splits.val is not None and len(splits.val) > 0
     extra = ((EpochMetrics(trackers),) if trackers else ()) + (
-        (SaveConfigOnStart(run_dir / "config.yaml", cfg),) if resume is not None else ())
+        (SaveConfigOnStart(run_dir / "config.yaml", cfg),) if resume is not None else ()) + tuple(callbacks)
     trainer = _trainer(cfg, run_dir, has_val, console, tasks, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
