@@ -150,7 +150,9 @@ class TrainingConfig:
     gradient_clip: Optional[float] = None  # clip the gradient norm to this value
     precision: str = "auto"  # auto | 32 | 16-mixed | bf16-mixed
     accelerator: str = "auto"  # auto | cpu | cuda (gpu is the same) | mps
-    devices: Any = "auto"  # auto or 1 (one device), or [N] to train on GPU N; multi-device training is not supported yet
+    devices: Any = "auto"  # auto or 1 (one device); N: N processes on this machine (GPUs, or CPU processes with accelerator=cpu), data-parallel; [0, 2]: those GPUs
+    num_nodes: int = 1  # machines, each running `devices` processes, started by torchrun or srun (docs/scaling.md)
+    strategy: str = "auto"  # auto | ddp: several processes each hold the model and average gradients (data.batch_size is per process)
     deterministic: bool = False  # deterministic kernels (slower; bit-identical reruns)
     cpu_threads: Optional[int] = None  # torch threads on a CPU (default: the cores the loader workers leave, all of them with a cached dataset)
     channels_last: bool = True  # NHWC activations: much faster convolutions on CPUs and tensor cores

@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from polyhead.config.schema import DataConfig
 from polyhead.data.cache import ImageCache
 from polyhead.data.dataset import CachedDataset, EncodedSplit, MultiTaskDataset, as_is
-from polyhead.data.sampling import SourceSampler
+from polyhead.data.sampling import ShardSampler, SourceSampler
 
 
 def image_size(data: DataConfig) -> tuple[int, int]:
@@ -38,7 +38,7 @@ def loader_workers(data: DataConfig, *, cached: bool) -> int:
 
 
 def _loader(split: EncodedSplit, data: DataConfig, *, seed: int, train: bool, batch_size: int,
-            cache: ImageCache | None) -> DataLoader:
+            cache: ImageCache | None, shard: tuple[int, int] = (0, 1)) -> DataLoader:
     d = data
     if cache is not None:
         ds, collate = CachedDataset(split, cache.images, cache.rows(split.paths)), as_is
@@ -49,23 +49,29 @@ def _loader(split: EncodedSplit, data: DataConfig, *, seed: int, train: bool, ba
         # several tables: data.sampling mixes them; one table: every row once per epoch, shuffled
         mode = d.sampling if len(split.source_names) > 1 else "proportional"
         sampler = SourceSampler(split.sources, mode=mode, temperature=d.sampling_temperature,
-                                seed=seed, tag_epoch=True)
+                                seed=seed, tag_epoch=True, rank=shard[0], replicas=shard[1])
+    elif shard[1] > 1:
+        sampler = ShardSampler(len(ds), rank=shard[0], replicas=shard[1])
     workers = loader_workers(d, cached=cache is not None)
     # its own generator (for the workers' base seed): creating an iterator leaves the global RNG alone
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate,
-                      drop_last=train and len(ds) > batch_size,
+                      drop_last=train and (len(sampler) if sampler is not None else len(ds)) > batch_size,
                       num_workers=workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=workers > 0, generator=generator)
 
 
-def train_loader(split: EncodedSplit, data: DataConfig, *, seed: int, cache: ImageCache | None = None) -> DataLoader:
+def train_loader(split: EncodedSplit, data: DataConfig, *, seed: int, cache: ImageCache | None = None,
+                 shard: tuple[int, int] = (0, 1)) -> DataLoader:
     """Batches of data.batch_size, not augmented, in the order (seed, epoch) fixes (SourceSampler);
-    `seed`: training.seed; `cache`: the decoded images (polyhead.data.cache), else workers decode."""
-    return _loader(split, data, seed=seed, train=True, batch_size=data.batch_size, cache=cache)
+    `seed`: training.seed; `cache`: the decoded images (polyhead.data.cache), else workers decode;
+    `shard`: (rank, processes), this process's share of each epoch's draws."""
+    return _loader(split, data, seed=seed, train=True, batch_size=data.batch_size, cache=cache, shard=shard)
 
 
-def eval_loader(split: EncodedSplit, data: DataConfig, *, seed: int, cache: ImageCache | None = None) -> DataLoader:
-    """Batches of data.eval_batch_size (default twice data.batch_size), in the split's order."""
+def eval_loader(split: EncodedSplit, data: DataConfig, *, seed: int, cache: ImageCache | None = None,
+                shard: tuple[int, int] = (0, 1)) -> DataLoader:
+    """Batches of data.eval_batch_size (default twice data.batch_size), in the split's order;
+    `shard`: (rank, processes), this process's contiguous share of the rows (each row once)."""
     bs = data.eval_batch_size or 2 * data.batch_size
-    return _loader(split, data, seed=seed, train=False, batch_size=bs, cache=cache)
+    return _loader(split, data, seed=seed, train=False, batch_size=bs, cache=cache, shard=shard)

@@ -50,12 +50,18 @@ class SourceSampler(Sampler[int]):
     new iteration moves on to the next epoch, so epochs differ and reruns repeat.
 
     `tag_epoch`: yield (epoch, position) pairs instead of positions, so that the dataset seeds
-    each sample's augmentation from (seed, epoch, position), also in persistent workers."""
+    each sample's augmentation from (seed, epoch, position), also in persistent workers.
+
+    `rank`, `replicas`: with several training processes each takes every replicas-th draw from
+    `rank` on, of the one order every process computes (padded by its first draws to a multiple of
+    `replicas`, so every process has as many batches). Batch j of the processes together is then
+    batch j of one process with replicas times the batch size."""
 
     def __init__(self, sources: np.ndarray, *, mode: str = "proportional", temperature: float = 2.0, seed: int = 0,
-                 tag_epoch: bool = False):
+                 tag_epoch: bool = False, rank: int = 0, replicas: int = 1):
         self.sources = np.asarray(sources, dtype=np.int64)
         self.tag_epoch = tag_epoch
+        self.rank, self.replicas = int(rank), int(replicas)
         self.mode, self.temperature, self.seed = mode, float(temperature), int(seed)
         self.epoch = 0
         num = int(self.sources.max()) + 1 if len(self.sources) else 0
@@ -63,7 +69,7 @@ class SourceSampler(Sampler[int]):
         self.probs = source_probabilities(np.array([len(m) for m in self.members]), mode, self.temperature)
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return -(-len(self.sources) // self.replicas)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -85,5 +91,23 @@ class SourceSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         epoch = self.epoch
         self.epoch += 1  # the next iteration is a new epoch unless set_epoch says otherwise
-        positions = self.indices(epoch).tolist()
+        positions = self.indices(epoch)
+        if self.replicas > 1:
+            padded = np.resize(positions, len(self) * self.replicas)  # repeats the first draws
+            positions = padded[self.rank::self.replicas]
+        positions = positions.tolist()
         return iter([(epoch, i) for i in positions] if self.tag_epoch else positions)
+
+
+class ShardSampler(Sampler[int]):
+    """Positions [start, stop) of N rows: process `rank`'s contiguous share of an evaluation split
+    (every row exactly once over the processes, none repeated; shares differ by at most one row)."""
+
+    def __init__(self, n: int, *, rank: int = 0, replicas: int = 1):
+        self.start, self.stop = n * rank // replicas, n * (rank + 1) // replicas
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.start, self.stop))

@@ -60,7 +60,8 @@ class EpochHistory(L.Callback):
             except (TypeError, ValueError):
                 continue
         self.rows.append(row)
-        self._write()
+        if trainer.is_global_zero:  # several training processes: one writes
+            self._write()
 
     def _write(self) -> None:
         columns: list[str] = []
@@ -90,10 +91,12 @@ class SaveConfigOnStart(L.Callback):
         self.path, self.text = Path(path), to_yaml(cfg)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.write_text(self.text)
+        if trainer.is_global_zero:
+            self.path.write_text(self.text)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.path.write_text(self.text)
+        if trainer.is_global_zero:
+            self.path.write_text(self.text)
 
 
 class ConfiguredEarlyStopping(EarlyStopping):

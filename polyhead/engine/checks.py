@@ -63,7 +63,8 @@ def check_config(cfg: Config) -> None:
         resolve_groups(list(cfg.tasks), cfg.model.branch_groups)
     check_weighting(cfg.training.weighting, cfg.training.weighting_args, list(cfg.tasks))
     check_trackers(list(cfg.tracking.trackers))
-    check_training_devices(cfg.training.accelerator, cfg.training.devices)
+    check_training_devices(cfg.training.accelerator, cfg.training.devices, cfg.training.num_nodes,
+                           cfg.training.strategy)
     check_monitor(cfg)
 
 

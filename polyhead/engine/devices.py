@@ -8,17 +8,20 @@
                training.accelerator=cuda with training.devices=[N])
     mps        the Apple-silicon GPU
 
-Training runs on one device: multi-device training (DDP) is not supported yet, because
-validation metrics would be computed per process and never gathered.
+Training runs on one device, or with training.devices=N on N processes (data-parallel, see
+polyhead.engine.distributed), on every machine of training.num_nodes.
 """
 
 from __future__ import annotations
+
+import os
 
 import torch
 
 from polyhead.errors import ConfigError, one_of
 
 ACCELERATORS = ("auto", "cpu", "cuda", "gpu", "mps")
+STRATEGIES = ("auto", "ddp")  # ddp: one model copy per process, gradients averaged (auto: ddp for N > 1)
 
 
 def _kind(value: str) -> str:
@@ -40,31 +43,58 @@ def _require(kind: str, where: str) -> None:
         raise ConfigError(f"{where}: {reason}; use cpu or auto")
 
 
-def check_training_devices(accelerator: str, devices) -> None:
-    """Names only (no hardware look-up): training.accelerator is known and training.devices
-    names one device."""
+def check_training_devices(accelerator: str, devices, num_nodes: int = 1, strategy: str = "auto") -> None:
+    """Names only (no hardware look-up): training.accelerator is known, training.devices is auto, a
+    count or a list of GPU numbers, training.num_nodes a count and training.strategy known."""
     one_of("training.accelerator", accelerator, ACCELERATORS)
-    single = devices == "auto" or devices == 1 or (
-        isinstance(devices, (list, tuple)) and len(devices) == 1 and isinstance(devices[0], int) and devices[0] >= 0)
-    if isinstance(devices, bool) or not single:
-        raise ConfigError(f"training.devices={devices!r}: multi-device training is not supported yet (single "
-                          f"device only); use training.devices=1, or [N] to pick GPU N")
-    if isinstance(devices, (list, tuple)) and _kind(accelerator) not in ("cuda", "auto"):
-        raise ConfigError(f"training.devices={list(devices)} picks a GPU but training.accelerator={accelerator}; "
-                          f"use training.accelerator=cuda, or training.devices=1")
+    one_of("training.strategy", strategy, STRATEGIES)
+    listed = isinstance(devices, (list, tuple))
+    ok = devices == "auto" or (isinstance(devices, int) and not isinstance(devices, bool) and devices >= 1) or (
+        listed and len(devices) >= 1 and all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in devices)
+        and len(set(devices)) == len(devices))
+    if not ok:
+        raise ConfigError(f"training.devices={devices!r}: use auto (one device), a count N >= 1 (N processes: GPUs, "
+                          f"or CPU processes with training.accelerator=cpu), or a list of distinct GPU numbers [0, 2]")
+    if listed and _kind(accelerator) not in ("cuda", "auto"):
+        raise ConfigError(f"training.devices={list(devices)} picks GPUs but training.accelerator={accelerator}; "
+                          f"use training.accelerator=cuda, or a count: training.devices=N")
+    if isinstance(num_nodes, bool) or not isinstance(num_nodes, int) or num_nodes < 1:
+        raise ConfigError(f"training.num_nodes={num_nodes!r}: use a count >= 1 (machines, each running "
+                          f"training.devices processes)")
+
+
+def process_count(devices) -> int:
+    """Training processes per machine that training.devices asks for."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    return 1 if devices == "auto" else int(devices)
 
 
 def training_devices(accelerator: str, devices) -> tuple[str, int | list[int]]:
     """(accelerator, devices) for Lightning, after checking that this machine has them. "auto"
-    devices means one device (Lightning's own "auto" would take every GPU)."""
+    devices means one device (Lightning's own "auto" would take every GPU); N CPU processes need
+    N cores (more would only take turns on them)."""
     check_training_devices(accelerator, devices)
     kind = _kind(accelerator)
     if isinstance(devices, (list, tuple)):
-        kind = "cuda"
-        resolve_device(f"cuda:{devices[0]}", f"training.devices={list(devices)}")
-        return kind, [int(devices[0])]
+        for d in devices:
+            resolve_device(f"cuda:{d}", f"training.devices={list(devices)}")
+        return "cuda", [int(d) for d in devices]
     _require(kind, f"training.accelerator={accelerator}")
-    return kind, 1
+    n = process_count(devices)
+    if n == 1:
+        return kind, 1
+    if kind == "auto":
+        kind = "cuda" if torch.cuda.is_available() else "cpu"
+    if kind == "cuda" and n > torch.cuda.device_count():
+        raise ConfigError(f"training.devices={n}: this machine has {torch.cuda.device_count()} GPU(s); use at most "
+                          f"that many, or several machines (training.num_nodes, see docs/scaling.md)")
+    cores = os.cpu_count() or 1
+    if kind == "cpu" and n > cores:
+        raise ConfigError(f"training.devices={n} CPU processes: this machine has {cores} core(s); use at most {cores}")
+    if kind == "mps":
+        raise ConfigError(f"training.devices={n}: an Apple GPU (mps) is one device; use training.devices=1")
+    return kind, n
 
 
 def resolve_device(device: str = "auto", where: str | None = None) -> torch.device:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ from polyhead.engine.callbacks import ConfiguredEarlyStopping, EpochEnd, EpochHi
 from polyhead.engine.checks import check_config, check_monitor
 from polyhead.engine.checkpoint_io import AtomicCheckpointIO, disk_full_guard, load_checkpoint_file, resume_epoch
 from polyhead.engine.data import build_data
-from polyhead.engine.devices import training_devices
+from polyhead.engine.devices import process_count, training_devices
+from polyhead.engine.distributed import backend_for, barrier, broadcast_object, join, launched_size, world
 from polyhead.engine.evaluation import evaluate_model
 from polyhead.engine.module import MultiTaskModule
 from polyhead.engine.nonfinite import NonFiniteGuard
@@ -55,7 +57,7 @@ from polyhead.engine.threads import training_threads
 from polyhead.engine.progress import epoch_number, progress_callbacks
 from polyhead.engine.summary import metrics_table
 from polyhead.engine.tracked_run import EpochMetrics, data_tags, dataset_fingerprint, finish_run, start_run, tracked_run
-from polyhead.errors import PolyheadError
+from polyhead.errors import ConfigError, PolyheadError
 from polyhead.model.bundle import BackboneSpec, Preprocessing, build_model, save_bundle
 from polyhead.plugins import plugin_records
 from polyhead.model.multitask import MultiTaskModel
@@ -99,6 +101,9 @@ def set_cpu_threads(cfg: Config, workers: int) -> int | None:
     if torch.cuda.is_available() and cfg.training.accelerator != "cpu":
         return None
     threads = training_threads(workers, cfg.training.cpu_threads)
+    sharing = int(os.environ.get("LOCAL_WORLD_SIZE", 1))  # training processes on this machine share its cores
+    if threads is not None and cfg.training.cpu_threads is None and sharing > 1:
+        threads = max(1, threads // sharing)
     if threads is not None:
         torch.set_num_threads(threads)
     return threads
@@ -151,6 +156,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*The number of training batches.*")
     warnings.filterwarnings("ignore", ".*Checkpoint directory .* exists and is not empty.*")  # on --resume
+    # several processes: every logged value is already reduced over them (polyhead.engine.ddp_step)
+    warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
 def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
@@ -163,24 +170,66 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     run after polyhead's own epoch-end ones (e.g. `polyhead tune`'s per-epoch report to Optuna)."""
     console = console or Console()
     check_config(cfg)  # every config problem, and a resume's refused changes, before any work
-    training_devices(cfg.training.accelerator, cfg.training.devices)  # this machine has them
+    t = cfg.training
+    accelerator, devices = training_devices(t.accelerator, t.devices)  # this machine has them
     if resume is not None:
         check_resume(resume, cfg)
-    trackers = _build_trackers(cfg)
+    processes = process_count(devices) * t.num_nodes
+    if processes > 1 and launched_size() == 1:  # start them (one machine), then read what rank 0 wrote
+        return _fit_on_processes(cfg, processes, accelerator, console=console, name_hint=name_hint, resume=resume,
+                                 callbacks=callbacks)
+    w = join(accelerator)  # started by a launcher (ours, torchrun, srun): the process group, before any data
+    if w.size != processes:
+        raise ConfigError(f"the launcher started {w.size} training processes but training.devices x "
+                          f"training.num_nodes = {process_count(devices)} x {t.num_nodes}; set training.devices to "
+                          f"the processes per machine and training.num_nodes to the machines")
+    if not w.main:  # rank 0 prints, writes and tracks
+        console, trackers = Console(quiet=True), _build_trackers(cfg, enabled=False)
+    else:
+        trackers = _build_trackers(cfg)
     with tracked_run(trackers):  # a failure ends the tracker runs as FAILED
         result = _fit(cfg, trackers, console=console, name_hint=name_hint, resume=resume, callbacks=callbacks)
         finish_run(trackers, result.run_dir, console)
     return result
 
 
+def _fit_on_processes(cfg: Config, processes: int, accelerator: str, *, console: Console, name_hint: str,
+                      resume: str | Path | None, callbacks: Sequence[L.Callback]) -> RunResult:
+    """training.devices=N on this machine: N worker processes (polyhead.engine.launch); the result
+    is read back from the run folder rank 0 wrote."""
+    t = cfg.training
+    if t.num_nodes > 1:
+        raise ConfigError(f"training.num_nodes={t.num_nodes}: start polyhead on every machine with a launcher "
+                          f"(torchrun --nnodes {t.num_nodes} --nproc-per-node {process_count(t.devices)} ..., or srun "
+                          f"running torchrun), see docs/scaling.md")
+    if callbacks:
+        raise PolyheadError("extra training callbacks cannot reach the training processes of training.devices="
+                            f"{processes}; train on one device (training.devices=1)")
+    from polyhead.engine.launch import run_workers
+    from polyhead.model.bundle import load_bundle
+
+    started = time.perf_counter()
+    console.print(f"training on {processes} {accelerator.upper()} processes (data-parallel)")
+    run_dir = run_workers(cfg, processes, name_hint=name_hint, resume=resume)
+    bundle = load_bundle(run_dir / "model")
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {split: summary[split] for split in ("val", "test") if split in summary}
+    return RunResult(run_dir, metrics, bundle.tasks, bundle.model, time.perf_counter() - started)
+
+
 def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
          resume: str | Path | None, callbacks: Sequence[L.Callback] = ()) -> RunResult:
     quiet_lightning()
+    w = world()  # several training processes: only rank 0 writes (see polyhead.engine.distributed)
     run_dir, ckpt = _resume_point(Path(resume)) if resume is not None else (None, None)  # fail before any work
     started = time.perf_counter()
     L.seed_everything(cfg.training.seed, workers=True, verbose=False)
     tasks, splits = build_data(cfg, console)  # with data.validate's image check and data.on_bad_image
-    cache = open_image_cache(cfg, splits, console)
+    cache = None
+    for turn in (True, False):  # rank 0 fills the disk cache first; the others then read it
+        if turn == w.main:
+            cache = open_image_cache(cfg, splits, console)
+        barrier()
     set_cpu_threads(cfg, loader_workers(cfg.data, cached=cache is not None))
     for name, task in tasks.items():  # write inferred classes into the saved config
         cfg.tasks[name].classes = list(task.classes)
@@ -188,20 +237,11 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     model, spec, prep = build_model_from_config(cfg, tasks)
     model.use_channels_last(cfg.training.channels_last)
     weighting = build_weighting(cfg.training.weighting, list(tasks), _weighting_args(cfg))
-    run_dir, ckpt = (make_run_dir(cfg, name_hint), None) if resume is None else (run_dir, ckpt)
-    if resume is None:  # a resume rewrites it once the checkpoint has loaded (SaveConfigOnStart)
-        (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
-    write_skipped_rows(run_dir, splits)
-    _print_data_summary(console, splits, run_dir)
+    if resume is None:  # rank 0 names the run folder
+        run_dir = Path(broadcast_object(str(make_run_dir(cfg, name_hint)) if w.main else None))
+    if w.main:
+        _write_run_files(cfg, run_dir, splits, model, prep, console, fresh=resume is None)
     _start_tracking(cfg, trackers, run_dir, splits)
-    summary = model_summary(model, (prep.channels, *prep.image_size), schedule=_stage_schedule(cfg))
-    (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
-    console.print(summary_table(summary))
-    console.print(stages_table(summary))
-    from polyhead.reports.model_picture import write_model_picture  # matplotlib: imported when used
-
-    write_model_picture(summary, run_dir)
 
     module = MultiTaskModule(model, tasks, weighting, optimizer=cfg.optimizer, scheduler=cfg.scheduler,
                              freeze_backbone_epochs=cfg.training.freeze_backbone_epochs,
@@ -215,12 +255,15 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
     trainer = _trainer(cfg, run_dir, has_val, console, tasks, extra)
     if ckpt is not None:
         console.print(f"resuming from {ckpt}")
-    train = train_loader(splits.train, cfg.data, seed=cfg.training.seed, cache=cache)
+    shard = (w.rank, w.size)  # this process's share of the rows
+    train = train_loader(splits.train, cfg.data, seed=cfg.training.seed, cache=cache, shard=shard)
     if ckpt is not None:  # persistent workers draw the first epoch's rows before Lightning calls set_epoch
         train.sampler.set_epoch(resume_epoch(ckpt))
-    val = eval_loader(splits.val, cfg.data, seed=cfg.training.seed, cache=cache) if has_val else None
+    val = eval_loader(splits.val, cfg.data, seed=cfg.training.seed, cache=cache, shard=shard) if has_val else None
     trainer.fit(module, train, val,
                 ckpt_path=ckpt, weights_only=True)
+    if not w.main:  # rank 0 saves, evaluates and reports
+        return RunResult(run_dir, {}, tasks, model, time.perf_counter() - started)
     _restore_best(module, run_dir, console)
     with disk_full_guard(run_dir / "model", run_dir):
         save_bundle(run_dir / "model", model, tasks, spec, prep, head_hidden=cfg.model.head.hidden,
@@ -248,6 +291,24 @@ def _fit(cfg: Config, trackers: Trackers, *, console: Console, name_hint: str,
         console.print(f"report: [bold]{report}[/]")
     console.print(f"run folder: [bold]{run_dir}[/] ({seconds:.0f} s)")
     return RunResult(run_dir, metrics, tasks, model, seconds)
+
+
+def _write_run_files(cfg: Config, run_dir: Path, splits: DataSplits, model: MultiTaskModel, prep: Preprocessing,
+                     console: Console, *, fresh: bool) -> None:
+    """config.yaml (a fresh run; a resume rewrites it once the checkpoint has loaded, SaveConfigOnStart),
+    data.json, skipped_rows.csv, model_summary.json and the model picture; the summaries printed."""
+    if fresh:
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    (run_dir / "data.json").write_text(json.dumps(splits.summary(), indent=2))
+    write_skipped_rows(run_dir, splits)
+    _print_data_summary(console, splits, run_dir)
+    summary = model_summary(model, (prep.channels, *prep.image_size), schedule=_stage_schedule(cfg))
+    (run_dir / "model_summary.json").write_text(json.dumps(summary, indent=2))
+    console.print(summary_table(summary))
+    console.print(stages_table(summary))
+    from polyhead.reports.model_picture import write_model_picture  # matplotlib: imported when used
+
+    write_model_picture(summary, run_dir)
 
 
 def _stage_schedule(cfg: Config) -> dict:
@@ -291,18 +352,23 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console, tasks:
     if t.limit_val_batches is not None:
         limits["limit_val_batches"] = int(t.limit_val_batches) if t.limit_val_batches >= 1 else t.limit_val_batches
     accelerator, devices = training_devices(t.accelerator, t.devices)
-    return L.Trainer(max_epochs=t.epochs, accelerator=accelerator, devices=devices,
+    strategy: str | L.pytorch.strategies.Strategy = "auto"
+    if world().distributed:  # find_unused_parameters: a task without a labelled row in a step leaves its head unused
+        strategy = L.pytorch.strategies.DDPStrategy(process_group_backend=backend_for(accelerator),
+                                                    find_unused_parameters=True)
+    return L.Trainer(max_epochs=t.epochs, accelerator=accelerator, devices=devices, num_nodes=t.num_nodes,
+                     strategy=strategy, use_distributed_sampler=False,  # the samplers shard (data/loaders.py)
                      precision=resolve_precision(str(t.precision), t.accelerator), callbacks=callbacks, logger=False,
                      plugins=[AtomicCheckpointIO(run_dir)],  # atomic writes, weights_only loads
                      default_root_dir=str(run_dir), deterministic=t.deterministic, num_sanity_val_steps=0,
                      enable_progress_bar=live, enable_model_summary=False, log_every_n_steps=10, **limits)
 
 
-def _build_trackers(cfg: Config) -> Trackers:
+def _build_trackers(cfg: Config, enabled: bool = True) -> Trackers:
     t = cfg.tracking
     options = {"mlflow": {"uri": t.mlflow.uri, "log_model": t.mlflow.log_model},
                "clearml": {"offline": t.clearml.offline}}
-    return build_trackers(list(t.trackers) if t.enabled else [], experiment=t.experiment,
+    return build_trackers(list(t.trackers) if t.enabled and enabled else [], experiment=t.experiment,
                           output_dir=cfg.output_dir, options=options)
 
 

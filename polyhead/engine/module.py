@@ -31,10 +31,13 @@ import torch
 from polyhead.config.schema import OptimizerConfig, SchedulerConfig
 from polyhead.data.dataset import Batch
 from polyhead.data.transforms import BatchAugment
+from polyhead.engine.ddp_step import check_same_state, gather_outputs, global_losses, global_values
+from polyhead.engine.distributed import World, all_reduce_sum, world
 from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.progress import epoch_number
+from polyhead.errors import PolyheadError
 from polyhead.engine.schedules import cosine_factor, onecycle_factor
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.stages import (backbone_stages, check_layer_decay, check_unfreeze_stages, set_trainable_stages,
@@ -92,6 +95,10 @@ class MultiTaskModule(L.LightningModule):
         self._train = OutputCollector(tasks, deferred=True, max_rows=TRAIN_METRIC_ROWS)
         self._val_loss: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
         self._means = EpochMeans()  # task weights and learning rates of this epoch's steps
+        self.world = World()  # several training processes: set in setup (polyhead.engine.ddp_step)
+
+    def setup(self, stage: str) -> None:
+        self.world = world()
 
     def forward(self, x):
         return self.model(x)
@@ -167,20 +174,28 @@ class MultiTaskModule(L.LightningModule):
         features = self.model.forward_features(batch["image"])
         logits = self.model.forward_heads(features)
         losses = task_losses(self.tasks, logits, batch)
-        if not losses:
-            return None
-        # Labelled-row counts and finite flags in one host sync, before any backward.
-        counts, bad = self.nonfinite.check(losses, batch)
+        if self.world.distributed:  # every process: the same tasks, global loss values
+            losses, counts, bad, mine = global_losses(list(self.tasks), losses, logits, batch, self.world)
+        else:
+            # Labelled-row counts and finite flags in one host sync, before any backward.
+            counts, bad = self.nonfinite.check(losses, batch) if losses else ([], {})
+            mine = True
         if self.nonfinite.policy == "skip":
             self.log("train/skipped_batches", float(bool(bad)), on_step=False, on_epoch=True, reduce_fx="sum",
                      batch_size=1)
         if bad:
+            if not mine and self.nonfinite.policy == "error":
+                raise PolyheadError("another training process stopped at a non-finite training loss (its message "
+                                    "names the rows)")
             self.nonfinite.handle(bad, batch, step=self.global_step, epoch=epoch_number(self.current_epoch))  # raises on error
+            return None
+        if not losses:
             return None
         opt.zero_grad(set_to_none=True)
         ctx = StepContext(backward=self.manual_backward, features=features,
                           shared_parameters=self.model.shared_parameters(),
-                          epoch=self.current_epoch, step=self.global_step)
+                          epoch=self.current_epoch, step=self.global_step,
+                          world_size=self.world.size, all_reduce=all_reduce_sum)
         total = self.weighting.backward(losses, ctx)
         # the weights and learning rates this step uses (epoch means are logged in end_epoch)
         self._means.add(self.weighting.weight_vector(), {g.get("name", "group"): g["lr"] for g in opt.param_groups},
@@ -188,7 +203,7 @@ class MultiTaskModule(L.LightningModule):
         if self.gradient_clip:
             self.clip_gradients(opt, gradient_clip_val=self.gradient_clip, gradient_clip_algorithm="norm")
         opt.step()
-        self.weighting.after_step(lambda: recompute_losses(self.model, self.tasks, batch))
+        self.weighting.after_step(lambda: self._recompute(batch))
         sched = self.lr_schedulers()
         if sched is not None and not isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             sched.step()
@@ -199,6 +214,18 @@ class MultiTaskModule(L.LightningModule):
         for (name, loss), n in zip(losses.items(), counts):
             self.log(f"train/{name}/loss", loss.detach(), on_step=False, on_epoch=True, batch_size=int(n))
         return total.detach()
+
+    def _recompute(self, batch: Batch) -> dict[str, torch.Tensor]:
+        losses = recompute_losses(self.model, self.tasks, batch)
+        return global_values(list(self.tasks), losses, batch) if self.world.distributed else losses
+
+    def _outputs(self, collector: OutputCollector) -> dict:
+        """{task: (probs, targets, index)} of the labelled rows, of every process."""
+        outputs = collector.labelled_outputs()
+        return gather_outputs(outputs) if self.world.distributed else outputs
+
+    def _metrics(self, collector: OutputCollector) -> dict[str, dict]:
+        return {name: self.tasks[name].metrics(p, t) for name, (p, t, _) in self._outputs(collector).items()}
 
     def end_epoch(self):
         """Once per epoch, after validation: the weighting method's and the plateau schedule's
@@ -211,6 +238,8 @@ class MultiTaskModule(L.LightningModule):
         metrics = {k: float(v) for k, v in self.trainer.callback_metrics.items()}
         task_means = {t: metrics[f"train/{t}/loss"] for t in self.tasks if f"train/{t}/loss" in metrics}
         self.weighting.on_epoch_end(task_means)
+        if self.world.distributed:
+            check_same_state(self.weighting, f"weighting method '{self.weighting.name}' state")
         sched = self.lr_schedulers()
         if isinstance(sched, torch.optim.lr_scheduler.ReduceLROnPlateau):
             key = "val/loss" if "val/loss" in metrics else "train/loss"
@@ -220,7 +249,7 @@ class MultiTaskModule(L.LightningModule):
     def _log_train_metrics(self) -> None:
         """train/<task>/<main metric> from this epoch's collected training outputs (logged here,
         in the EpochEnd callback, so that history.csv, written next, has it)."""
-        for name, metrics in self._train.compute().items():
+        for name, metrics in self._metrics(self._train).items():
             value = metrics.get(self.tasks[name].main_metric)
             if isinstance(value, SCALAR_TYPES) and not isinstance(value, bool):
                 self.log(f"train/{name}/{self.tasks[name].main_metric}", float(value))
@@ -238,17 +267,27 @@ class MultiTaskModule(L.LightningModule):
 
     def on_validation_epoch_end(self):
         total = 0.0
-        for name, (s, n) in self._val_loss.items():
-            s, n = float(s), int(n)
+        sums = self._val_loss_sums()
+        for name, (s, n) in sums.items():
             if n:
                 self.log(f"val/{name}/loss", s / n)
                 total += s / n
-        if self._val_loss:
+        if any(n for _, n in sums.values()):
             self.log("val/loss", total, prog_bar=True)
-        for name, metrics in self._val.compute().items():
+        for name, metrics in self._metrics(self._val).items():
             for key, value in metrics.items():
                 if isinstance(value, SCALAR_TYPES) and key != "n" and not isinstance(value, bool):
                     logged = f"val/{name}/{key}"
                     self.log(logged, float(value), prog_bar=logged == self.monitor)
         self._val.reset()
         self._val_loss.clear()
+
+    def _val_loss_sums(self) -> dict[str, tuple[float, int]]:
+        """{task: (loss x rows, rows)} of this validation epoch, over every process."""
+        names = list(self.tasks)
+        local = torch.tensor([[float(self._val_loss[t][0]) if t in self._val_loss else 0.0 for t in names],
+                              [float(self._val_loss[t][1]) if t in self._val_loss else 0.0 for t in names]],
+                             dtype=torch.float64)
+        summed = all_reduce_sum(local).tolist() if self.world.distributed else local.tolist()
+        return {t: (summed[0][i], int(summed[1][i])) for i, t in enumerate(names)
+                if t in self._val_loss or self.world.distributed}

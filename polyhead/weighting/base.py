@@ -38,6 +38,11 @@ class StepContext:
     shared_parameters: list[nn.Parameter] = field(default_factory=list)
     epoch: int = 0
     step: int = 0
+    # Several training processes (polyhead.engine.ddp_step): how many, and the element-wise sum of a
+    # tensor over all of them. A method that reads per-process numbers (gradients) reduces them first,
+    # so that every process computes the same weights.
+    world_size: int = 1
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t
 
 
 class WeightingMethod(nn.Module):

@@ -16,6 +16,14 @@ backpropagates the surrogate scalar
 which gives every head the gradient of its own loss (a head only affects its own task) and x
 the aggregated d. A single task in the batch gets the plain sum (nothing to balance).
 
+With several training processes (DDP), each holds its share of the batch and its own J_r; the
+weights come from the *global* Jacobian, reduced before any method sees it (`global_gramian`):
+in `features` mode each process's features are its own coordinates of x, so the global Gramian
+is the sum of the processes' Gramians; in `parameters` mode x is shared, so J itself is averaged.
+Every process then computes the same weights, and DDP's average of the surrogate gradients is
+the single-process update. (Aggregating per process and averaging the results would not be:
+the weights are a non-linear function of J.)
+
 With a frozen backbone the features need no gradient and there is no shared parameter to
 train: every method then gives each head its own loss's gradient, which is exactly what the
 plain sum gives, and the step is that sum. Such a step sets `active = False` (the training
@@ -96,6 +104,21 @@ class GradientWeighting(WeightingMethod):
         return torch.stack(rows)
 
     @staticmethod
+    def global_gramian(jac: torch.Tensor, mode: str, ctx: StepContext) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Gramian of the global per-task gradients [K, K], the Jacobian rows this process's x gets
+        its correction from [K, D]); `jac` [K, D] is this process's (see the module docstring).
+        The losses are scaled so that the processes' mean gradient is the global one
+        (polyhead.engine.ddp_step): the global J is the processes' J_r / W side by side
+        (features) or their mean (parameters)."""
+        w = ctx.world_size
+        if w == 1:
+            return jac @ jac.T, jac
+        if mode == "parameters":
+            jac = ctx.all_reduce(jac) / w
+            return jac @ jac.T, jac
+        return ctx.all_reduce(jac @ jac.T) / (w * w), jac
+
+    @staticmethod
     def surrogate(total: torch.Tensor, targets: list[torch.Tensor], correction: torch.Tensor) -> torch.Tensor:
         """total + <x, correction>: backward gives x the extra gradient `correction` [D]."""
         extra, offset = total.new_zeros(()), 0
@@ -118,7 +141,8 @@ class GradientWeighting(WeightingMethod):
             return total
         jac = self.jacobian(values, targets)  # [K, D]
         with torch.no_grad():
-            weights = self.gramian_weights(jac @ jac.T, index, torch.stack(values).detach().float()).to(jac)  # [K]
+            gramian, jac = self.global_gramian(jac, self.mode, ctx)
+            weights = self.gramian_weights(gramian, index, torch.stack(values).detach().float()).to(jac)  # [K]
             self.last_weights[index] = weights.to(self.last_weights)
             correction = weights @ jac - jac.sum(0)  # [D]: aggregated minus what sum_t L_t already gives
         ctx.backward(self.surrogate(total, targets, correction))
@@ -398,7 +422,9 @@ class GradNorm(WeightingMethod):
         if not targets or len(names) == 1:
             ctx.backward(weighted)  # w gets no gradient: the optimizer leaves it (and its moments) alone
             return weighted.detach()
-        norms = GradientWeighting.jacobian(list(values), targets).norm(dim=1).to(w)  # |grad L_t| [K]
+        jac = GradientWeighting.jacobian(list(values), targets)
+        gramian, _ = GradientWeighting.global_gramian(jac, self.mode, ctx)  # over every process (DDP)
+        norms = gramian.diagonal().clamp_min(0).sqrt().to(w)  # |grad L_t| [K]
         g = w * norms  # G_t
         with torch.no_grad():
             ratio = values.detach() / self.initial_losses[index].to(values)

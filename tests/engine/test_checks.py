@@ -10,7 +10,7 @@ import torch
 from polyhead.cli.main import main
 from polyhead.config.loading import load_config
 from polyhead.engine.checks import check_config, monitorable_metrics
-from polyhead.engine.devices import resolve_device, training_devices
+from polyhead.engine.devices import check_training_devices, resolve_device, training_devices
 from polyhead.errors import ConfigError, PolyheadError
 
 
@@ -69,11 +69,27 @@ def test_gpu_accelerator_without_a_gpu(dataset, capsys, no_gpu, accelerator):
     assert not (dataset / "runs").exists()
 
 
-@pytest.mark.parametrize("devices", ["2", "[0,1]", "-1"])
-def test_multi_device_training_is_refused(dataset, capsys, devices):
-    """Issue 10 item 10: DDP would report per-shard validation metrics; one device only for now."""
-    err = one_line_error(capsys, ["train", dataset / "config.yaml", f"training.devices={devices}", "--print-config"])
-    assert "multi-device training is not supported yet (single device only)" in err
+@pytest.mark.parametrize("devices, expected", [
+    ("-1", "training.devices=-1: use auto (one device), a count N >= 1"),
+    ("[0,0]", "training.devices=[0, 0]: use auto (one device), a count N >= 1"),
+    ("4096", "training.devices=4096 CPU processes: this machine has"),
+])
+def test_bad_device_counts_are_refused(dataset, capsys, no_gpu, devices, expected):
+    """Issue 13: more devices than exist, or a count that is no count, is one line before any work."""
+    err = one_line_error(capsys, ["train", dataset / "config.yaml", f"training.devices={devices}",
+                                  "training.accelerator=cpu"])
+    assert expected in err
+
+
+def test_devices_on_this_machine(no_gpu):
+    assert training_devices("cpu", 2) == ("cpu", 2)
+    assert training_devices("auto", 2) == ("cpu", 2)  # no GPU: CPU processes
+    with pytest.raises(ConfigError, match=r"training.devices=\[0, 1\]: no GPU found"):
+        training_devices("cuda", [0, 1])
+    with pytest.raises(ConfigError, match=r"training.num_nodes=0: use a count >= 1"):
+        check_training_devices("cpu", 1, 0)
+    with pytest.raises(ConfigError, match=r"training.strategy"):
+        check_training_devices("cpu", 1, 1, "fsdp")
 
 
 def test_auto_devices_means_one_device(no_gpu):
