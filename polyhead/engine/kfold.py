@@ -138,7 +138,7 @@ def fit_folds(cfg: Config, *, console: Console | None = None, name_hint: str = "
             try:
                 runs.append(_run_fold(sub, k, parent, previous.get(k), console, callbacks))
             except BaseException as exc:  # Ctrl-C (Lightning: SystemExit): summarise what finished, then stop
-                runs.append(FoldRun(k, parent / f"fold-{k}", "interrupted", {}, error=_one_line(exc)))
+                runs.append(FoldRun(k, _fold_dir(parent, k), "interrupted", {}, error=_one_line(exc)))
                 write_summary(parent, cfg, runs)
                 _tag_child(parent, runs[-1], console)
                 raise

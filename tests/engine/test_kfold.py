@@ -214,3 +214,29 @@ def test_a_failed_fold_makes_the_cli_exit_2_with_one_line(tmp_path, crash_at, ca
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.startswith("polyhead train: error: k-fold: fold 1 of 2 did not finish (fold 1: RuntimeError: "
                           "simulated crash); the finished folds (2) are summarised in"), err
+
+
+def test_each_source_is_cut_into_folds_of_its_own(tmp_path):
+    """No training: with a per-task table, every source's train and val rows are dealt into folds on
+    their own (stratified only where the source labels data.stratify); test rows stay out of all."""
+    from conftest import make_dataset
+
+    from polyhead.data.splits import fold_frame, fold_pools
+
+    _dataset(tmp_path, n=24)
+    red = make_dataset(tmp_path / "red", n=18, seed=3)
+    red[["image", "red"]].to_csv(tmp_path / "red" / "red.csv", index=False)
+    cfg = load_config(tmp_path / "config.yaml", ["data.folds=3", "data.stratify=quadrant", "data.test_fraction=0.25",
+                                                 f"tasks.red.table={tmp_path / 'red' / 'red.csv'}"])
+    folds = fold_frame(fold_pools(cfg.data, build_tasks(cfg.tasks), seed=0))
+    main_csv, red_csv = str(tmp_path / "labels.csv"), str(tmp_path / "red" / "red.csv")
+    # test rows: 2 of each quadrant's 6 (stratified), 4 of red.csv's 18
+    assert folds.groupby("table").size().to_dict() == {main_csv: 16, red_csv: 14}
+    assert folds.groupby(["table", "fold"]).size().tolist() == [6, 5, 5, 5, 5, 4]
+    for k in (1, 2, 3):
+        cfg.data.fold = k
+        splits = build_splits(cfg.data, build_tasks(cfg.tasks), seed=0)
+        val = {(splits.val.source_names[s].rsplit(" [", 1)[0], int(r))
+               for s, r in zip(splits.val.sources, splits.val.rows)}
+        assert val == set(map(tuple, folds.loc[folds["fold"] == k, ["table", "row"]].to_numpy().tolist()))
+        assert splits.test.rows_per_source() == {f"{main_csv} [test]": 8, f"{red_csv} [test]": 4}
