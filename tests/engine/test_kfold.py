@@ -154,8 +154,10 @@ def test_fold_numbers_deal_evenly_and_reproducibly():
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["data.folds=1"], "bad value for config key 'data.folds': 1; expected null (no cross-validation) or an integer >= 2"),
-    (["data.folds=2.5"], "bad value for config key 'data.folds': 2.5; expected null (no cross-validation) or an integer"),
+    (["data.folds=1"], "bad value for config key 'data.folds': 1; expected null (no cross-validation) or an "
+                       "integer >= 2"),
+    (["data.folds=2.5"], "bad value for config key 'data.folds': 2.5; expected null (no cross-validation) or an "
+                         "integer"),
     (["data.folds=abc"], "bad value for config key 'data.folds': 'abc'; expected null"),
     (["data.folds=13", "data.stratify=quadrant"],
      "bad value for config key 'data.folds': 13; expected at most 12 with data.stratify=quadrant: each fold needs a "
@@ -190,7 +192,8 @@ def test_a_failed_fold_keeps_the_others_and_resume_trains_it(tmp_path, crash_at,
     assert record["failed"] == [1] and record["finished"] == [2, 3]
     for k in (2, 3):
         assert (parent / f"fold-{k}" / "model" / "bundle.json").is_file()
-    acc = [json.loads((parent / f"fold-{k}" / "metrics.json").read_text())["val"]["quadrant"]["accuracy"] for k in (2, 3)]
+    acc = [json.loads((parent / f"fold-{k}" / "metrics.json").read_text())["val"]["quadrant"]["accuracy"]
+           for k in (2, 3)]
     assert record["summary"]["val/quadrant/accuracy"] == {"mean": pytest.approx(np.mean(acc)),
                                                           "std": pytest.approx(np.std(acc)), "folds": 2}
     assert result.metrics["val"]["quadrant"]["accuracy"] == pytest.approx(np.mean(acc))
@@ -240,3 +243,24 @@ def test_each_source_is_cut_into_folds_of_its_own(tmp_path):
                for s, r in zip(splits.val.sources, splits.val.rows)}
         assert val == set(map(tuple, folds.loc[folds["fold"] == k, ["table", "row"]].to_numpy().tolist()))
         assert splits.test.rows_per_source() == {f"{main_csv} [test]": 8, f"{red_csv} [test]": 4}
+
+
+def test_ctrl_c_leaves_the_finished_folds_summarised(tmp_path, monkeypatch):
+    from polyhead.engine import kfold
+    from polyhead.engine.fit import fit
+
+    _dataset(tmp_path)
+    cfg = load_config(tmp_path / "config.yaml", [*FAST, f"output_dir={tmp_path / 'runs'}", "run_name=cv",
+                                                 "data.folds=2", "tracking.enabled=false"])
+
+    def fit_then_stop(sub, **kwargs):
+        if sub.data.fold == 2:
+            raise KeyboardInterrupt
+        return fit(sub, **kwargs)
+
+    monkeypatch.setattr("polyhead.engine.fit.fit", fit_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        kfold.fit_folds(cfg)
+    record = json.loads((tmp_path / "runs" / "cv" / "kfold.json").read_text())
+    assert [r["status"] for r in record["runs"]] == ["finished", "interrupted"]
+    assert record["summary"]["val/quadrant/accuracy"]["folds"] == 1
