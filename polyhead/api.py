@@ -32,16 +32,27 @@ from polyhead.model.bundle import Bundle, load_bundle
 
 if TYPE_CHECKING:  # Lightning loads with training, not with prediction
     from polyhead.engine.fit import RunResult
+    from polyhead.engine.kfold import KFoldResult
 
 
-def fit(config: str | Path | Config, overrides: Sequence[str] = (), *, console: Console | None = None) -> RunResult:
-    """Train from a YAML path (plus Hydra-style overrides) or a ready `Config`."""
+def fit(config: str | Path | Config, overrides: Sequence[str] = (), *,
+        console: Console | None = None) -> RunResult | KFoldResult:
+    """Train from a YAML path (plus Hydra-style overrides) or a ready `Config`.
+
+    With `data.folds: K` (and no `data.fold`) it trains one model per fold and returns a
+    `KFoldResult` (polyhead.engine.kfold): `run_dir` (the parent folder), `folds` (each fold's
+    run folder, status and metrics), `summary` (mean and std per metric) and `metrics` (the
+    means, shaped like a single run's); a fold that failed is in `failed`, not raised."""
     from polyhead.engine.fit import fit as _fit
 
     if isinstance(config, Config):
         cfg, hint = config, "run"
     else:
         cfg, hint = load_config(config, overrides), Path(config).stem
+    if cfg.data.folds and cfg.data.fold is None:
+        from polyhead.engine.kfold import fit_folds
+
+        return fit_folds(cfg, console=console, name_hint=hint)
     return _fit(cfg, console=console, name_hint=hint)
 
 

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (Hydra syntax)")
     p.add_argument("--resume", metavar="RUN_DIR",
                    help="continue a run from its last checkpoint (its saved config plus any overrides, "
-                        "e.g. training.epochs=20 to train longer)")
+                        "e.g. training.epochs=20 to train longer); a k-fold folder (data.folds) keeps its "
+                        "finished folds and resumes or retrains the others")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.set_defaults(func=run)
 
@@ -29,7 +30,7 @@ def run(args) -> int:
     from polyhead.cli.common import load_verb_config
     from polyhead.config.loading import to_yaml
     from polyhead.engine.resume import check_resume
-    from polyhead.errors import ConfigError
+    from polyhead.errors import ConfigError, PolyheadError
 
     overrides = list(args.overrides)
     if args.resume:
@@ -53,5 +54,12 @@ def run(args) -> int:
 
     from polyhead.engine.fit import fit  # torch and Lightning: only once there is something to train
 
+    if cfg.data.folds and cfg.data.fold is None:  # k-fold: one run per fold under one folder
+        from polyhead.engine.kfold import fit_folds
+
+        result = fit_folds(cfg, console=Console(), name_hint=config_path.stem, resume=args.resume)
+        if result.failed:
+            raise PolyheadError(result.failure_line())
+        return 0
     fit(cfg, console=Console(), name_hint=config_path.stem, resume=args.resume)
     return 0

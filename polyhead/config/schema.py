@@ -56,7 +56,9 @@ class DataConfig:
     split_column: Optional[str] = None  # column with train/val/test per row
     val_fraction: float = 0.1  # seeded random split when no split column / val table
     test_fraction: float = 0.0  # seeded random test split when no split column / test table
-    stratify: Optional[str] = None  # task name to stratify the random split on
+    stratify: Optional[str] = None  # task name to stratify the random split (and data.folds) on
+    folds: Any = None  # k-fold cross-validation: `polyhead train` trains K models (K >= 2), each validating on one of K folds of the train and val rows; the test split stays held out; null: off
+    fold: Optional[int] = None  # with data.folds: train only this fold (1..K); set in each fold's config by the k-fold run
     folder_task: str = "label"  # task name for an image-folder tree
     image_size: List[int] = field(default_factory=lambda: [224, 224])  # [H, W], or [S] / S for S x S
     channels: int = 3  # 1 (grayscale) or 3 (RGB)

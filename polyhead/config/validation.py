@@ -84,6 +84,26 @@ def validate_sources(cfg: Config) -> None:
                               f"to the shared train table; give per-task tables val/test rows via data.split_column")
 
 
+def validate_folds(cfg: Config) -> None:
+    """data.folds: null or an integer K >= 2; data.fold: 1..K and only with data.folds. Whether K fits
+    the rows (and the rarest data.stratify class) is checked once the tables are read
+    (polyhead.data.splits.fold_positions)."""
+    d = cfg.data
+    if d.folds is not None:
+        if isinstance(d.folds, bool) or not isinstance(d.folds, int) or d.folds < 2:
+            _fail("data.folds", d.folds, "null (no cross-validation) or an integer >= 2 (the number of folds)")
+        if d.val_table:
+            raise ConfigError("config key 'data.val_table' is set with data.folds: each fold's validation rows are "
+                              "drawn from the training rows; unset data.val_table (~data.val_table) or data.folds, "
+                              "or add the validation table's rows to data.train_table")
+    if d.fold is not None:
+        if d.folds is None:
+            raise ConfigError(f"config key 'data.fold' is set ({d.fold}) but data.folds is not: set data.folds "
+                              f"(the number of folds) too, or unset data.fold")
+        if not 1 <= d.fold <= d.folds:
+            _fail("data.fold", d.fold, f"a fold from 1 to {d.folds} (data.folds), or null to train every fold")
+
+
 def validate_data(cfg: Config) -> None:
     d = cfg.data
     validate_sources(cfg)
@@ -109,6 +129,7 @@ def validate_data(cfg: Config) -> None:
         _fail("data.val_fraction", d.val_fraction, "val_fraction + test_fraction < 1")
     if d.stratify is not None and d.stratify not in cfg.tasks:
         _one_of("data.stratify", d.stratify, list(cfg.tasks))
+    validate_folds(cfg)
     for key in ("mean", "std"):
         value = getattr(d, key)
         if value is not None and len(value) != d.channels:

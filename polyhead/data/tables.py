@@ -236,3 +236,20 @@ def random_split(n: int, fractions: dict[str, float], seed: int,
             start += count
         out["train"].extend(idx[start:].tolist())
     return {k: np.sort(np.asarray(v, dtype=np.int64)) for k, v in out.items()}
+
+
+def fold_numbers(n: int, folds: int, seed: int, strata: list[str] | None = None) -> np.ndarray:
+    """Seeded k-fold assignment of range(n): int64 [n], the fold (1..folds) of each row.
+
+    The rows are shuffled (each stratum on its own, strata in sorted order) and dealt out to the
+    folds in turn, the deal running on from one stratum to the next: the folds' sizes differ by at
+    most one row, and so do each stratum's row counts per fold."""
+    rng = np.random.default_rng(seed)
+    groups = [np.arange(n)] if strata is None else [
+        np.flatnonzero(np.asarray(strata) == key) for key in sorted(set(strata))]
+    out = np.zeros(n, dtype=np.int64)
+    dealt = 0
+    for idx in groups:
+        out[rng.permutation(idx)] = (dealt + np.arange(len(idx))) % folds + 1
+        dealt += len(idx)
+    return out
