@@ -14,7 +14,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -80,7 +79,7 @@ def _assert_same_run(a: Path, b: Path, atol: float = 2e-5) -> None:
 
 @pytest.mark.parametrize("weighting", ["equal", "famo", "upgrad"])
 def test_two_processes_train_as_one_with_twice_the_batch(sparse, weighting):
-    one = _train(sparse, f"one-{weighting}", "data.batch_size=16", f"training.weighting={weighting}")
+    _train(sparse, f"one-{weighting}", "data.batch_size=16", f"training.weighting={weighting}")
     two = _train(sparse, f"two-{weighting}", "data.batch_size=8", "training.devices=2",
                  f"training.weighting={weighting}")
     assert "training on 2 CPU processes" in two.stdout

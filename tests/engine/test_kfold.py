@@ -14,7 +14,6 @@ from polyhead.cli.main import main
 from polyhead.config.loading import load_config
 from polyhead.data.splits import build_splits
 from polyhead.data.tables import fold_numbers
-from polyhead.errors import ConfigError
 from polyhead.tasks import build_tasks
 
 FAST = ["training.epochs=1", "report.enabled=false", "data.batch_size=8", "model.small_cnn.channels=[4,8]"]
