@@ -42,7 +42,7 @@ from polyhead.data.tables import quoted
 from polyhead.engine.checks import check_config
 from polyhead.engine.summary import scalar_metrics
 from polyhead.engine.tracked_run import flatten, tracked_run
-from polyhead.errors import PolyheadError
+from polyhead.errors import ConfigError, PolyheadError
 from polyhead.tasks import Task, build_tasks
 from polyhead.tracking import Trackers
 
@@ -109,6 +109,12 @@ def fit_folds(cfg: Config, *, console: Console | None = None, name_hint: str = "
     if not cfg.data.folds or cfg.data.fold is not None:
         raise PolyheadError(f"fit_folds needs data.folds set and data.fold unset (got data.folds={cfg.data.folds}, "
                             f"data.fold={cfg.data.fold}); fit trains one fold")
+    from polyhead.engine.distributed import launched_size
+
+    if launched_size() > 1:  # every process would make its own parent folder
+        raise ConfigError(f"data.folds={cfg.data.folds} under a launcher (torchrun, srun): launch one fold at a time "
+                          f"with data.fold=k, or use training.devices=N on one machine (polyhead starts the processes "
+                          f"for each fold)")
     quiet_lightning()
     cfg = copy.deepcopy(cfg)
     k_total = cfg.data.folds
