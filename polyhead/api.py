@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 from rich.console import Console
@@ -219,20 +220,39 @@ class Predictor:
             raise PolyheadError(f"chunk_rows={chunk_rows}: expected a positive number of rows")
         splits, ignored = self._source_splits(source, image_column, root, chunk_rows)
         total = -(-len(splits[0]) // batch_size) if isinstance(splits, list) else None  # unknown for a table
+        return PredictionStream(self._frames(splits, batch_size, num_workers, on_bad_image, show_progress, total),
+                                ignored)
 
+    def _frames(self, splits: Iterable[EncodedSplit], batch_size: int, num_workers: int, on_bad_image: str,
+                show_progress: bool, total: int | None) -> Iterator[pd.DataFrame]:
         def batches() -> Iterator[dict]:
             for split in splits:  # one loader (and worker start) per chunk
                 for batch in self._loader(split, batch_size, num_workers, on_bad_image):
                     batch["path"] = [split.paths[i] for i in batch["index"].tolist()]
                     yield batch
 
-        def frames() -> Iterator[pd.DataFrame]:
-            for batch, columns in predict_batches(self.model, self.tasks, batches(), device=self.device,
-                                                  show_progress=show_progress, total=total):
-                errors = batch.get("error") or [""] * len(batch["path"])
-                yield prediction_frame(batch["path"], batch["row"].tolist(), columns, list(errors))
+        for batch, columns in predict_batches(self.model, self.tasks, batches(), device=self.device,
+                                              show_progress=show_progress, total=total):
+            errors = batch.get("error") or [""] * len(batch["path"])
+            yield prediction_frame(batch["path"], batch["row"].tolist(), columns, list(errors))
 
-        return PredictionStream(frames(), ignored)
+    def write_shard(self, source, folder: str | Path, shard: tuple[int, int], *, image_column: str | None = None,
+                    root: str | None = None, batch_size: int = 128, num_workers: int = 0,
+                    on_bad_image: str = "skip", chunk_rows: int = 50_000) -> PredictionSummary:
+        """Process shard[0]'s share of shard[1] (`polyhead predict --devices N`): of each chunk of the
+        source, its contiguous slice, written to folder/part-<chunk>-<shard>.parquet. The parts in
+        name order are the source's rows in order (polyhead.engine.sharded_predict merges them)."""
+        k, n = shard
+        splits, ignored = self._source_splits(source, image_column, root, chunk_rows)
+        rows = bad = 0
+        for c, split in enumerate(splits):
+            a, b = len(split) * k // n, len(split) * (k + 1) // n
+            part = unlabelled_split(split.paths[a:b], split.source)
+            part.rows = np.asarray(split.rows)[a:b]
+            stream = PredictionStream(self._frames([part], batch_size, num_workers, on_bad_image, False, None))
+            rows += write_predictions(stream, Path(folder) / f"part-{c:06d}-{k:04d}.parquet", self.tasks)
+            bad += stream.bad_images
+        return PredictionSummary(str(folder), rows, bad, ignored)
 
     def predict(self, source, **kwargs) -> pd.DataFrame:
         """All predictions in one DataFrame (see `iter_predictions` for the arguments and columns)."""

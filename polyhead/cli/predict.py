@@ -1,4 +1,5 @@
-"""polyhead predict RUN_DIR --images DIR|IMAGE...|--table TABLE --out predictions.parquet|.csv|- [--backend torch|onnx]"""
+"""polyhead predict RUN_DIR --images DIR|IMAGE...|--table TABLE --out predictions.parquet|.csv|- [--backend torch|onnx]
+[--devices N]"""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", default="torch", choices=("torch", "onnx"),
                    help="torch: the run's PyTorch model (default); onnx: the graph written by `polyhead export "
                         "RUN`, run by onnxruntime on the CPU (RUN_DIR may then be the export folder)")
+    p.add_argument("--devices", type=int, default=1, metavar="N",
+                   help="N processes, each predicting a share (GPUs 0..N-1, or the CPU's cores shared out with "
+                        "--device cpu); one output file, every row once, in input order (default: 1)")
     add_model_input_args(p)
     p.set_defaults(func=run)
 
@@ -35,12 +39,20 @@ def run(args) -> int:
 
     to_stdout = args.out == "-"
     say = sys.stderr if to_stdout else sys.stdout  # stdout is the CSV itself with --out -
-    predictor = Predictor.load(args.run_dir, args.device, args.backend)
     source = image_source(args)
     kwargs = input_kwargs(args)
-    if to_stdout:
-        kwargs["show_progress"] = False
-    done = predictor.predict_to_file(source, args.out, on_bad_image=args.on_bad_image, **kwargs)
+    if args.devices != 1:
+        from polyhead.engine.sharded_predict import predict_sharded
+
+        print(f"predicting on {args.devices} processes", file=say)
+        done = predict_sharded(args.run_dir, source, args.out, processes=args.devices, device=args.device,
+                               backend=args.backend, plugins=getattr(args, "plugin", None) or (),
+                               on_bad_image=args.on_bad_image, **kwargs)
+    else:
+        predictor = Predictor.load(args.run_dir, args.device, args.backend)
+        if to_stdout:
+            kwargs["show_progress"] = False
+        done = predictor.predict_to_file(source, args.out, on_bad_image=args.on_bad_image, **kwargs)
     if done.ignored_files:
         print(f"left out {done.ignored_files} file(s) that are not images (by extension) under "
               f"'{args.images[0]}'", file=say)

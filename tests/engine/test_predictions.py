@@ -192,3 +192,34 @@ def test_a_table_streams_in_chunks_every_row_once_in_order(run, tmp_path, fmt):
     with torch.inference_mode():
         probs = torch.sigmoid(predictor.bundle.model.eval()(images)["red"][:, 0])  # binary: one logit
     assert got["red_prob"].iloc[good].to_numpy() == pytest.approx(probs.numpy(), abs=1e-5)
+
+
+def test_predict_on_two_processes_is_the_one_process_output(run, tmp_path, capsys):
+    """Issue 13: `--devices 2` shards a table read in chunks (chunk_rows smaller than the table, an odd
+    number of rows, one unreadable image) over 2 processes; the one Parquet file holds every row once,
+    in the table's order, with the single-process predictions."""
+    root, run_dir = run
+    df = pd.read_csv(root / "labels.csv").iloc[:45].copy()
+    df.loc[7, "image"] = "images/missing.png"
+    df.to_csv(tmp_path / "t.csv", index=False)
+    (tmp_path / "images").symlink_to(root / "images")
+    one, two = tmp_path / "one.parquet", tmp_path / "two.parquet"
+    base = ["predict", str(run_dir), "--table", str(tmp_path / "t.csv"), "--batch-size", "4", "--num-workers", "0",
+            "--device", "cpu"]
+    assert main([*base, "--out", str(one)]) == 0
+    from polyhead.engine.sharded_predict import predict_sharded
+
+    done = predict_sharded(run_dir, str(tmp_path / "t.csv"), two, processes=2, device="cpu", batch_size=4,
+                           num_workers=0, chunk_rows=16)
+    assert done.rows == 45 and done.bad_images == 1
+    a, b = pd.read_parquet(one), pd.read_parquet(two)
+    assert b["row"].tolist() == list(range(1, 46))  # every table row once, in order
+    assert b["error"].notna().tolist() == [i == 7 for i in range(45)]
+    pd.testing.assert_frame_equal(a, b, check_exact=False, atol=1e-5)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "two.csv"), "--devices", "2"]) == 0
+    assert "wrote 45 predictions" in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "two.csv")["row"].tolist() == list(range(1, 46))
+    assert main([*base, "--out", str(tmp_path / "x.parquet"), "--devices", "4096"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--devices 4096 CPU processes: this machine has" in err
