@@ -65,7 +65,8 @@ def global_losses(names: list[str], losses: dict[str, torch.Tensor], logits: dic
         if loss is None:  # labelled elsewhere only: no gradient from here, the head still takes part
             loss = logits[name].sum() * 0.0
         scaled = loss * (here[0][i] * world.size / total[i])
-        out[name] = scaled + (summed[i] / total[i] - scaled.detach())  # value: the global mean loss
+        # value: exactly the global mean (s - s is 0 in floating point; v + s - s need not be v)
+        out[name] = torch.tensor(summed[i] / total[i], dtype=scaled.dtype, device=device) + (scaled - scaled.detach())
         counts.append(int(total[i]))
     return out, counts, bad, mine
 
@@ -103,7 +104,9 @@ def check_same_state(module: nn.Module, what: str) -> None:
     parts = gather_objects(state)
     for key, value in state.items():
         for rank, other in enumerate(parts):
-            if not torch.equal(other[key], value):
+            same = other[key].shape == value.shape and bool(
+                ((other[key] == value) | (other[key].isnan() & value.isnan())).all())  # NaN: "not yet known"
+            if not same:
                 raise PolyheadError(f"{what} '{key}' differs between training processes (process {rank}); "
                                     f"a weighting method must compute its state from values reduced over "
                                     f"every process (polyhead.engine.ddp_step)")

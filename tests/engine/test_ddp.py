@@ -77,27 +77,30 @@ def _assert_same_run(a: Path, b: Path, atol: float = 2e-5) -> None:
                     assert mb[split][task][key] == pytest.approx(value, abs=1e-4), (split, task, key)
 
 
-@pytest.mark.parametrize("weighting", ["equal", "famo", "upgrad"])
-def test_two_processes_train_as_one_with_twice_the_batch(sparse, weighting):
-    _train(sparse, f"one-{weighting}", "data.batch_size=16", f"training.weighting={weighting}")
-    two = _train(sparse, f"two-{weighting}", "data.batch_size=8", "training.devices=2",
-                 f"training.weighting={weighting}")
+def _train_here(root: Path, name: str, *overrides: str) -> None:
+    """The one-process run, in this process."""
+    assert main(["train", str(root / "config.yaml"), f"output_dir={root / 'runs'}", f"run_name={name}", *SAME,
+                 *overrides]) == 0
+
+
+@pytest.mark.parametrize("method, extra", [
+    ("equal", []),
+    ("famo", []),  # state updated from the losses after each step
+    ("dwa", ["training.epochs=3"]),  # state from the epoch's mean losses (weights move from epoch 3)
+    ("gradnorm", []),  # learnt weights from per-task gradient norms
+    ("upgrad", []),  # gradient method on the features: the Gramian is summed over the processes
+    ("mgda", ["training.weighting_args.mode=parameters"]),  # on the parameters: the Jacobian is averaged
+])
+def test_two_processes_train_as_one_with_twice_the_batch(sparse, method, extra):
+    _train_here(sparse, f"one-{method}", "data.batch_size=16", f"training.weighting={method}", *extra)
+    two = _train(sparse, f"two-{method}", "data.batch_size=8", "training.devices=2",
+                 f"training.weighting={method}", *extra)
     assert "training on 2 CPU processes" in two.stdout
     runs = sparse / "runs"
-    data = json.loads((runs / f"two-{weighting}" / "data.json").read_text())
+    data = json.loads((runs / f"two-{method}" / "data.json").read_text())
     assert data["val"]["rows"] % 2 == 1  # uneven validation shards
-    _assert_same_run(runs / f"one-{weighting}", runs / f"two-{weighting}")
-    assert not (runs / f"two-{weighting}-2").exists()  # one run folder, written by rank 0
-
-
-def test_gradient_method_on_parameters_and_gradnorm(sparse):
-    """`parameters` mode averages the processes' Jacobians; GradNorm's learnt weights (state,
-    parameters of the method) follow the same gradient norms."""
-    for method, extra in [("mgda", ["training.weighting_args.mode=parameters"]), ("gradnorm", [])]:
-        _train(sparse, f"one-{method}", "data.batch_size=16", f"training.weighting={method}", *extra)
-        _train(sparse, f"two-{method}", "data.batch_size=8", "training.devices=2", f"training.weighting={method}",
-               *extra)
-        _assert_same_run(sparse / "runs" / f"one-{method}", sparse / "runs" / f"two-{method}")
+    _assert_same_run(runs / f"one-{method}", runs / f"two-{method}")
+    assert not (runs / f"two-{method}-2").exists()  # one run folder, written by rank 0
 
 
 KILLER = """
