@@ -67,13 +67,15 @@ def backend_for(accelerator: str) -> str:
     return "nccl" if accelerator in ("cuda", "gpu", "auto") and torch.cuda.is_available() else "gloo"
 
 
-def join(accelerator: str, timeout_s: float = 1800.0) -> World:
+def join(accelerator: str, devices: int | list[int] = 1, timeout_s: float = 1800.0) -> World:
     """Join the launcher's process group (env:// rendezvous), once. A GPU rank uses the GPU its
-    LOCAL_RANK names."""
+    LOCAL_RANK names: that number, or with a GPU list (training.devices=[0, 2]) that entry, as
+    Lightning places the model."""
     if launched_size() > 1 and not dist.is_initialized():
         backend = backend_for(accelerator)
         if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+            local = int(os.environ.get("LOCAL_RANK", 0))
+            torch.cuda.set_device(devices[local] if isinstance(devices, list) else local)
         dist.init_process_group(backend, init_method="env://", timeout=datetime.timedelta(seconds=timeout_s))
     return world()
 

@@ -178,7 +178,7 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
     if processes > 1 and launched_size() == 1:  # start them (one machine), then read what rank 0 wrote
         return _fit_on_processes(cfg, processes, accelerator, console=console, name_hint=name_hint, resume=resume,
                                  callbacks=callbacks)
-    w = join(accelerator)  # started by a launcher (ours, torchrun, srun): the process group, before any data
+    w = join(accelerator, devices)  # started by a launcher (ours, torchrun, srun): the process group, before any data
     if w.size != processes:
         raise ConfigError(f"the launcher started {w.size} training processes but training.devices x "
                           f"training.num_nodes = {process_count(devices)} x {t.num_nodes}; set training.devices to "
