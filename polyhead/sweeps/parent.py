@@ -1,0 +1,74 @@
+"""The MLflow parent run of a sweep or a study, and the tag that makes each run its child.
+
+The runs themselves log as ever (polyhead.engine.tracked_run); a child only gets the tags
+`mlflow.parentRunId` (how the MLflow UI nests runs) and `polyhead.sweep`, set by `ParentLink` as
+soon as its tracker runs are open, so a run shows under its sweep while it trains.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import lightning as L
+
+from polyhead.config.schema import Config
+from polyhead.sweeps.runner import default_mlflow_uri
+
+
+def uses_mlflow(cfg: Config) -> bool:
+    return cfg.tracking.enabled and "mlflow" in cfg.tracking.trackers
+
+
+class ParentRun:
+    """An MLflow run for the whole sweep in the store and experiment of its runs; `info`
+    ({"uri", "run_id", "sweep"}) is what `ParentLink` needs in a worker."""
+
+    def __init__(self, cfg: Config, folder: Path, name: str):
+        from polyhead.tracking.mlflow import MlflowTracker
+
+        self.tracker = MlflowTracker(experiment=cfg.tracking.experiment, output_dir=folder,
+                                     uri=default_mlflow_uri(cfg), log_model=False)
+        self.tracker.start(folder, name, None)
+        self.info = {"uri": self.tracker.uri, "run_id": self.tracker.run_id, "sweep": name}
+
+    def log(self, params: dict[str, str], tags: dict[str, str]) -> None:
+        self.tracker.log_params(params)
+        self.tracker.set_tags(tags)
+
+    def finish(self, metrics: dict[str, float], files: list[Path], status: str) -> None:
+        self.tracker.log_metrics(metrics, step=0)
+        for path in files:
+            if path.exists():
+                self.tracker.log_artifact(path)
+        self.tracker.finish(status)
+
+    def where(self) -> str | None:
+        return self.tracker.where()
+
+
+def link_child(run_dir: Path, parent: dict) -> bool:
+    """Tags the MLflow run recorded in `run_dir/tracking.json` as a child of `parent` (same store only)."""
+    record = run_dir / "tracking.json"
+    info = json.loads(record.read_text()).get("mlflow") if record.is_file() else None
+    if not info or info.get("uri") != parent["uri"]:
+        return False
+    from polyhead.tracking.mlflow import MlflowTracker
+
+    MlflowTracker.attach(info).set_tags({"mlflow.parentRunId": parent["run_id"], "polyhead.sweep": parent["sweep"]})
+    return True
+
+
+class ParentLink(L.Callback):
+    """At fit start (the run's trackers are open by then) its MLflow run becomes the parent's child."""
+
+    def __init__(self, parent: dict):
+        self.parent = parent
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        link_child(Path(trainer.default_root_dir), self.parent)
+
+
+def parent_callbacks(parent: dict | None, cfg: Config) -> list[L.Callback]:
+    """`run_one`'s `callbacks` for a sweep (picklable as functools.partial(parent_callbacks, info))."""
+    return [ParentLink(parent)] if parent and uses_mlflow(cfg) else []
