@@ -132,8 +132,13 @@ def run_one(config_path: str | None, overrides: list[str], *, index: int, label:
 
 
 def _one_line(exc: BaseException) -> str:
+    """A user's mistake (PolyheadError) as its message, as `polyhead train` prints it; a bug with its type."""
+    from polyhead.errors import PolyheadError
+
     text = str(exc).strip()
     if "Original Traceback" in text:
         text = text.splitlines()[-1]
     first = text.splitlines()[0] if text else ""
+    if isinstance(exc, PolyheadError):
+        return first
     return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
