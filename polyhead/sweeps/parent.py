@@ -24,12 +24,14 @@ class ParentRun:
     """An MLflow run for the whole sweep in the store and experiment of its runs; `info`
     ({"uri", "run_id", "sweep"}) is what `ParentLink` needs in a worker."""
 
-    def __init__(self, cfg: Config, folder: Path, name: str):
+    def __init__(self, cfg: Config, folder: Path, name: str, resume: dict | None = None):
+        """`resume`: a previous `record` (a study run again reopens its parent run)."""
         from polyhead.tracking.mlflow import MlflowTracker
 
         self.tracker = MlflowTracker(experiment=cfg.tracking.experiment, output_dir=folder,
                                      uri=default_mlflow_uri(cfg), log_model=False)
-        self.tracker.start(folder, name, None)
+        same_store = resume and resume.get("uri") == self.tracker.uri
+        self.record = self.tracker.start(folder, name, resume if same_store else None)
         self.info = {"uri": self.tracker.uri, "run_id": self.tracker.run_id, "sweep": name}
 
     def log(self, params: dict[str, str], tags: dict[str, str]) -> None:
@@ -47,16 +49,22 @@ class ParentRun:
         return self.tracker.where()
 
 
-def link_child(run_dir: Path, parent: dict) -> bool:
-    """Tags the MLflow run recorded in `run_dir/tracking.json` as a child of `parent` (same store only)."""
+def tag_run(run_dir: Path, tags: dict[str, str], uri: str | None = None) -> bool:
+    """Sets `tags` on the MLflow run recorded in `run_dir/tracking.json` (only one in the store `uri`, if given)."""
     record = run_dir / "tracking.json"
     info = json.loads(record.read_text()).get("mlflow") if record.is_file() else None
-    if not info or info.get("uri") != parent["uri"]:
+    if not info or (uri is not None and info.get("uri") != uri):
         return False
     from polyhead.tracking.mlflow import MlflowTracker
 
-    MlflowTracker.attach(info).set_tags({"mlflow.parentRunId": parent["run_id"], "polyhead.sweep": parent["sweep"]})
+    MlflowTracker.attach(info).set_tags(tags)
     return True
+
+
+def link_child(run_dir: Path, parent: dict) -> bool:
+    """Tags the MLflow run recorded in `run_dir/tracking.json` as a child of `parent` (same store only)."""
+    return tag_run(run_dir, {"mlflow.parentRunId": parent["run_id"], "polyhead.sweep": parent["sweep"]},
+                   parent["uri"])
 
 
 class ParentLink(L.Callback):
