@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from polyhead.config.schema import Config, TuneParamConfig
-from polyhead.errors import ConfigError, one_of
+from polyhead.errors import ConfigError, PolyheadError, one_of
 from polyhead.sweeps.parent import ParentRun, parent_callbacks, tag_run, uses_mlflow
 from polyhead.sweeps.runner import run_one
 from polyhead.sweeps.space import check_space, override, suggest
@@ -214,6 +214,10 @@ def tune(config_path: str | None, overrides: list[str], *, trials: int | None = 
     """Runs the study until `trials` (default tune.trials) trials have finished; writes trials.csv and
     best_config.yaml. Returns 0 when the study has a best trial, else 1."""
     console = console or Console()
+    try:
+        import optuna  # noqa: F401
+    except ImportError:
+        raise PolyheadError("polyhead tune needs the package 'optuna': pip install 'polyhead[tune]'") from None
     for flag, value in (("--trials", trials), ("--jobs", jobs)):
         if value is not None and value < 1:
             raise ConfigError(f"bad value for {flag}: {value}; expected an integer >= 1")
