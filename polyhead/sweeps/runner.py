@@ -120,8 +120,13 @@ def run_one(config_path: str | None, overrides: list[str], *, index: int, label:
                 out.main[key] = out.metrics.get(key, math.nan)
         out.monitor = (cfg.training.monitor, best_of(result.run_dir, cfg.training.monitor, monitor_mode(cfg)))
     except Exception as exc:  # recorded, never raised: the sweep's other runs go on
+        from polyhead.errors import PolyheadError
+
         out.status, out.error = "failed", _one_line(exc)
-        console.print(traceback.format_exc(), markup=False, highlight=False)
+        if isinstance(exc, PolyheadError):  # a user's mistake: its one line, as `polyhead train` prints it
+            console.print(f"error: {out.error}", markup=False, highlight=False, soft_wrap=True)
+        else:  # a bug: the traceback (the log file's, with --jobs > 1)
+            console.print(traceback.format_exc(), markup=False, highlight=False)
         maybe = folder / label
         out.run_dir = str(maybe) if maybe.is_dir() else ""
     finally:
