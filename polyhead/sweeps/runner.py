@@ -7,7 +7,6 @@ and never raises for a failed training: the failure is the returned `Outcome`'s 
 from __future__ import annotations
 
 import math
-import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -49,17 +48,12 @@ def place(cfg: Config, folder: Path, name: str) -> Config:
     return cfg
 
 
-def share_cpu(threads: int | None) -> None:
-    """A parallel job's share of the cores (torch's pool; the run leaves it as set here)."""
-    if threads is None:
-        return
-    from polyhead.engine.threads import _MARK
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)
-    os.environ.pop(_MARK, None)  # now the "user's" choice: training_threads leaves the pool alone
-    import torch
-
-    torch.set_num_threads(threads)
+def share_cpu(cfg: Config, threads: int | None) -> Config:
+    """A parallel job's share of the cores: training.cpu_threads, unless the config sets it (the run's
+    config.yaml then says how many threads it had)."""
+    if threads is not None and cfg.training.cpu_threads is None:
+        cfg.training.cpu_threads = threads
+    return cfg
 
 
 def best_of(run_dir: Path, monitor: str, mode: str) -> float:
@@ -100,12 +94,12 @@ def run_one(config_path: str | None, overrides: list[str], *, index: int, label:
     from polyhead.engine.checks import load_checked_config
     from polyhead.engine.summary import scalar_metrics
 
-    share_cpu(threads)
     out = Outcome(index, label, list(overrides), dict(swept))
     console, fh = _console(log_file)
     started = time.perf_counter()
     try:
         cfg = place(load_checked_config(config_path, overrides, [], plugins=plugins), folder, label)
+        cfg = share_cpu(cfg, threads)
         if prepare is not None:
             cfg = prepare(cfg)
         from polyhead.engine.fit import fit

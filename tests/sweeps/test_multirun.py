@@ -98,3 +98,11 @@ def test_jobs_needs_multirun(tiny, capsys, monkeypatch):
     monkeypatch.chdir(tiny)
     assert main(["train", "config.yaml", "--jobs", "2"]) == 2
     assert "--jobs 2 needs -m" in capsys.readouterr().err
+
+
+def test_a_sweep_without_multirun_says_to_add_m(tiny, capsys, monkeypatch):
+    monkeypatch.chdir(tiny)
+    assert main(["train", "config.yaml", "optimizer.lr=0.01,0.02"]) == 2
+    assert ("override 'optimizer.lr=0.01,0.02' is a sweep of several values: train each with `polyhead train "
+            "CONFIG -m optimizer.lr=0.01,0.02`") in capsys.readouterr().err
+    assert not (tiny / "runs").exists()
