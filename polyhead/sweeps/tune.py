@@ -180,10 +180,14 @@ def make_study(config_path: str | None, overrides: Sequence[str], *, plugins: Se
 
 
 def best_config(study: Study, best_params: dict) -> str:
-    """The config as given (file + overrides) with the best trial's values: YAML `polyhead train` loads."""
+    """The config as given (file + overrides + --plugin) with the best trial's values, monitoring tune.metric
+    when it is set (as the trials did): YAML `polyhead train` loads."""
     from polyhead.config.loading import load_config, to_yaml
 
     cfg = load_config(study.config_path, [*study.overrides, *(override(k, v) for k, v in best_params.items())], [])
+    cfg.plugins = [*cfg.plugins, *(p for p in study.plugins if p not in cfg.plugins)]
+    if cfg.tune.metric is not None:
+        cfg = study.prepare(cfg)
     return to_yaml(cfg)
 
 
