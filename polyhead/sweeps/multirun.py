@@ -12,7 +12,6 @@ sweep is a parent run in the runs' store and experiment, each run its child.
 
 from __future__ import annotations
 
-import functools
 import math
 from datetime import datetime
 from pathlib import Path
@@ -24,7 +23,7 @@ from polyhead.config.schema import Config
 from polyhead.errors import ConfigError
 from polyhead.sweeps import summary
 from polyhead.sweeps.expand import Combination, expand
-from polyhead.sweeps.parent import ParentRun, parent_callbacks, uses_mlflow
+from polyhead.sweeps.parent import ParentRun, link_child, uses_mlflow
 from polyhead.sweeps.runner import Outcome, run_one
 
 
@@ -61,9 +60,8 @@ def _threads_per_job(jobs: int) -> int | None:
 
 
 def _execute(config_path: str | None, runs: list[Combination], folder: Path, jobs: int, plugins: Sequence[str],
-             parent: dict | None, console: Console) -> Iterator[Outcome]:
-    callbacks = functools.partial(parent_callbacks, parent)
-    common = dict(folder=folder, plugins=list(plugins), callbacks=callbacks, threads=_threads_per_job(jobs))
+             console: Console) -> Iterator[Outcome]:
+    common = dict(folder=folder, plugins=list(plugins), threads=_threads_per_job(jobs))
     if jobs == 1:
         for run in runs:
             console.rule(f"run {run.index + 1}/{len(runs)}: {run.label}")
@@ -109,9 +107,10 @@ def multirun(config_path: str | None, overrides: list[str], *, jobs: int = 1, pl
     csv_path, status = folder / "summary.csv", "KILLED"
     summary.write_csv(list(outcomes.values()), csv_path)
     try:
-        for done, outcome in enumerate(_execute(config_path, runs, folder, jobs, plugins,
-                                                parent.info if parent else None, console), 1):
+        for done, outcome in enumerate(_execute(config_path, runs, folder, jobs, plugins, console), 1):
             outcomes[outcome.index] = outcome
+            if parent is not None and outcome.run_dir:
+                link_child(Path(outcome.run_dir), parent.info)
             summary.write_csv(list(outcomes.values()), csv_path)
             console.print(_progress(done, len(runs), outcome), soft_wrap=True, highlight=False)
         failed = sum(o.status == "failed" for o in outcomes.values())

@@ -1,16 +1,15 @@
 """The MLflow parent run of a sweep or a study, and the tag that makes each run its child.
 
-The runs themselves log as ever (polyhead.engine.tracked_run); a child only gets the tags
-`mlflow.parentRunId` (how the MLflow UI nests runs) and `polyhead.sweep`, set by `ParentLink` as
-soon as its tracker runs are open, so a run shows under its sweep while it trains.
+The runs themselves log as ever (polyhead.engine.tracked_run); once a run has ended, its MLflow
+run (found in its folder's tracking.json) gets the tags `mlflow.parentRunId` (how the MLflow UI
+nests runs) and `polyhead.sweep`. Tagging afterwards needs nothing from the training: no callback,
+so a run trained on several processes (training.devices=N) or a k-fold run is a child too.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-
-import lightning as L
 
 from polyhead.config.schema import Config
 from polyhead.sweeps.runner import default_mlflow_uri
@@ -22,7 +21,7 @@ def uses_mlflow(cfg: Config) -> bool:
 
 class ParentRun:
     """An MLflow run for the whole sweep in the store and experiment of its runs; `info`
-    ({"uri", "run_id", "sweep"}) is what `ParentLink` needs in a worker."""
+    ({"uri", "run_id", "sweep"}) is what `link_child` needs, in this process or a worker."""
 
     def __init__(self, cfg: Config, folder: Path, name: str, resume: dict | None = None):
         """`resume`: a previous `record` (a study run again reopens its parent run)."""
@@ -65,18 +64,3 @@ def link_child(run_dir: Path, parent: dict) -> bool:
     """Tags the MLflow run recorded in `run_dir/tracking.json` as a child of `parent` (same store only)."""
     return tag_run(run_dir, {"mlflow.parentRunId": parent["run_id"], "polyhead.sweep": parent["sweep"]},
                    parent["uri"])
-
-
-class ParentLink(L.Callback):
-    """At fit start (the run's trackers are open by then) its MLflow run becomes the parent's child."""
-
-    def __init__(self, parent: dict):
-        self.parent = parent
-
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        link_child(Path(trainer.default_root_dir), self.parent)
-
-
-def parent_callbacks(parent: dict | None, cfg: Config) -> list[L.Callback]:
-    """`run_one`'s `callbacks` for a sweep (picklable as functools.partial(parent_callbacks, info))."""
-    return [ParentLink(parent)] if parent and uses_mlflow(cfg) else []

@@ -84,6 +84,40 @@ def _console(log_file: Path | None):
     return Console(file=fh, width=120, force_terminal=False, force_interactive=False), fh
 
 
+def is_kfold(cfg: Config) -> bool:
+    """data.folds set and data.fold unset: `polyhead train` trains one run per fold under one folder."""
+    return bool(getattr(cfg.data, "folds", None)) and getattr(cfg.data, "fold", None) is None
+
+
+def train(cfg: Config, console, label: str, callbacks: list) -> tuple[Path, dict]:
+    """What `polyhead train` does with `cfg`: `fit`, or one run per fold (polyhead.engine.kfold) whose
+    metrics are the means over the folds. Returns (run folder, {"val": {task: {metric: x}}, "test": ...})."""
+    if is_kfold(cfg):
+        from polyhead.engine.kfold import fit_folds
+        from polyhead.errors import PolyheadError
+
+        result = fit_folds(cfg, console=console, name_hint=label, callbacks=callbacks)
+        if result.failed:
+            raise PolyheadError(result.failure_line())
+        return result.run_dir, result.metrics
+    from polyhead.engine.fit import fit
+
+    result = fit(cfg, console=console, name_hint=label, callbacks=callbacks)
+    return result.run_dir, result.metrics
+
+
+def main_metrics(cfg: Config, metrics: dict[str, float]) -> dict[str, float]:
+    """{"<split>/<task>/<main metric>": x} for every split in `metrics` and every task of `cfg`."""
+    from polyhead.tasks import TASK_TYPES
+
+    out = {}
+    for split in dict.fromkeys(key.split("/", 1)[0] for key in metrics):
+        for name, task in cfg.tasks.items():
+            key = f"{split}/{name}/{TASK_TYPES[task.type].main_metric}"
+            out[key] = metrics.get(key, math.nan)
+    return out
+
+
 def run_one(config_path: str | None, overrides: list[str], *, index: int, label: str, swept: dict[str, str],
             folder: Path, plugins: Sequence[str] = (), log_file: Path | None = None, threads: int | None = None,
             callbacks: Callable[[Config], list] | None = None, prepare: Callable[[Config], Config] | None = None
@@ -102,17 +136,12 @@ def run_one(config_path: str | None, overrides: list[str], *, index: int, label:
         cfg = share_cpu(cfg, threads)
         if prepare is not None:
             cfg = prepare(cfg)
-        from polyhead.engine.fit import fit
-
-        result = fit(cfg, console=console, name_hint=label, callbacks=callbacks(cfg) if callbacks else ())
-        out.status, out.run_dir = "ok", str(result.run_dir)
-        for split, values in result.metrics.items():
+        run_dir, metrics = train(cfg, console, label, callbacks(cfg) if callbacks else [])
+        out.status, out.run_dir = "ok", str(run_dir)
+        for split, values in metrics.items():
             out.metrics.update(scalar_metrics(values, f"{split}/"))
-        for split in result.metrics:
-            for name, task in result.tasks.items():
-                key = f"{split}/{name}/{task.main_metric}"
-                out.main[key] = out.metrics.get(key, math.nan)
-        out.monitor = (cfg.training.monitor, best_of(result.run_dir, cfg.training.monitor, monitor_mode(cfg)))
+        out.main = main_metrics(cfg, out.metrics)
+        out.monitor = (cfg.training.monitor, best_of(run_dir, cfg.training.monitor, monitor_mode(cfg)))
     except Exception as exc:  # recorded, never raised: the sweep's other runs go on
         from polyhead.errors import PolyheadError
 

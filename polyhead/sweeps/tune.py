@@ -27,7 +27,7 @@ from rich.table import Table
 
 from polyhead.config.schema import Config, TuneParamConfig
 from polyhead.errors import ConfigError, PolyheadError, one_of
-from polyhead.sweeps.parent import ParentRun, parent_callbacks, tag_run, uses_mlflow
+from polyhead.sweeps.parent import ParentRun, tag_run, uses_mlflow
 from polyhead.sweeps.runner import run_one
 from polyhead.sweeps.space import check_space, override, suggest
 
@@ -94,8 +94,11 @@ class Study:
                           index=trial.number, label=label, swept={k: str(v) for k, v in params.items()},
                           folder=self.folder, plugins=self.plugins, threads=self.threads,
                           log_file=self.folder / "logs" / f"{label}.log" if self.log_trials else None,
-                          callbacks=lambda cfg: [report, *parent_callbacks(self.parent, cfg)], prepare=self.prepare)
+                          callbacks=lambda cfg: [report], prepare=self.prepare)
         trial.set_user_attr("run_dir", outcome.run_dir)
+        if self.parent is not None and outcome.run_dir:
+            tag_run(Path(outcome.run_dir), {"mlflow.parentRunId": self.parent["run_id"],
+                                            "polyhead.sweep": self.parent["sweep"]}, self.parent["uri"])
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
         if outcome.status != "ok":
             print(f"trial {trial.number} failed ({shown}): {outcome.error}", flush=True)
@@ -147,6 +150,20 @@ def finished(study) -> int:
     return sum(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in study.trials)
 
 
+def _check_one_process(cfg: Config) -> None:
+    """A trial reports every epoch to Optuna from this process: one training process, one run."""
+    from polyhead.sweeps.runner import is_kfold
+
+    devices, nodes = cfg.training.devices, getattr(cfg.training, "num_nodes", 1)
+    if (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1) or nodes > 1:
+        raise ConfigError(f"polyhead tune trains each trial in one process (it reports every epoch to Optuna): "
+                          f"set training.devices=1 (got training.devices={devices}, training.num_nodes={nodes}); "
+                          f"`polyhead train -m` sweeps runs on several devices")
+    if is_kfold(cfg):
+        raise ConfigError(f"polyhead tune does not cross-validate yet (data.folds={cfg.data.folds}): tune on one "
+                          f"fold (data.fold=1) or without data.folds, then check the best config with data.folds")
+
+
 def _direction(cfg: Config, metric: str) -> str:
     t = cfg.tune
     if t.direction != "auto":
@@ -164,6 +181,7 @@ def make_study(config_path: str | None, overrides: Sequence[str], *, plugins: Se
     from polyhead.sweeps.multirun import _threads_per_job
 
     cfg = load_checked_config(config_path, list(overrides), [], plugins=plugins)
+    _check_one_process(cfg)
     t = cfg.tune
     check_space(config_path, overrides, cfg, plugins)
     metric = t.metric or cfg.training.monitor
