@@ -110,7 +110,7 @@ def multirun(config_path: str | None, overrides: list[str], *, jobs: int = 1, pl
         for done, outcome in enumerate(_execute(config_path, runs, folder, jobs, plugins, console), 1):
             outcomes[outcome.index] = outcome
             if parent is not None and outcome.run_dir:
-                link_child(Path(outcome.run_dir), parent.info)
+                link_child(Path(outcome.run_dir), parent.info, console)
             summary.write_csv(list(outcomes.values()), csv_path)
             console.print(_progress(done, len(runs), outcome), soft_wrap=True, highlight=False)
         failed = sum(o.status == "failed" for o in outcomes.values())
@@ -126,5 +126,6 @@ def multirun(config_path: str | None, overrides: list[str], *, jobs: int = 1, pl
     if parent is not None and parent.where():
         console.print(parent.where(), soft_wrap=True, highlight=False)
     if failed:
-        console.print(f"[red]{failed} of {len(runs)} run(s) failed[/] (see the error column and logs/)")
+        where = f"{csv_path.name}'s error column" + (" and logs/" if jobs > 1 else "")
+        console.print(f"[red]{failed} of {len(runs)} run(s) failed[/] (see {where})")
     return 1 if failed else 0

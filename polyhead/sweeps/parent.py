@@ -60,7 +60,17 @@ def tag_run(run_dir: Path, tags: dict[str, str], uri: str | None = None) -> bool
     return True
 
 
-def link_child(run_dir: Path, parent: dict) -> bool:
-    """Tags the MLflow run recorded in `run_dir/tracking.json` as a child of `parent` (same store only)."""
-    return tag_run(run_dir, {"mlflow.parentRunId": parent["run_id"], "polyhead.sweep": parent["sweep"]},
-                   parent["uri"])
+def tag_or_warn(run_dir: Path, tags: dict[str, str], console, uri: str | None = None) -> None:
+    """`tag_run`; a tracking store that fails here only warns (the run itself is done and recorded)."""
+    try:
+        tag_run(run_dir, tags, uri)
+    except Exception as exc:
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        console.print(f"[yellow]{run_dir.name}: MLflow tags not set ({type(exc).__name__}: {first})[/]", soft_wrap=True)
+
+
+def link_child(run_dir: Path, parent: dict, console, extra: dict[str, str] | None = None) -> None:
+    """The MLflow run recorded in `run_dir/tracking.json` becomes a child of `parent` (same store only),
+    with `extra` tags."""
+    tags = {"mlflow.parentRunId": parent["run_id"], "polyhead.sweep": parent["sweep"], **(extra or {})}
+    tag_or_warn(run_dir, tags, console, parent["uri"])

@@ -27,7 +27,7 @@ from rich.table import Table
 
 from polyhead.config.schema import Config, TuneParamConfig
 from polyhead.errors import ConfigError, PolyheadError, one_of
-from polyhead.sweeps.parent import ParentRun, tag_run, uses_mlflow
+from polyhead.sweeps.parent import ParentRun, link_child, tag_or_warn, uses_mlflow
 from polyhead.sweeps.runner import run_one
 from polyhead.sweeps.space import check_space, override, suggest
 
@@ -84,6 +84,16 @@ class Study:
         cfg.training.monitor_mode = "min" if self.direction == "minimize" else "max"
         return cfg
 
+    def tag(self, run_dir: str, number: int, state: str) -> None:
+        """The trial's MLflow run: its number and state, and the study's parent run."""
+        if not run_dir:
+            return
+        tags = {"polyhead.tune.trial": str(number), "polyhead.tune.state": state}
+        if self.parent is not None:
+            link_child(Path(run_dir), self.parent, Console(), tags)
+        else:
+            tag_or_warn(Path(run_dir), tags, Console())
+
     def objective(self, trial) -> float:
         import optuna
 
@@ -96,21 +106,16 @@ class Study:
                           log_file=self.folder / "logs" / f"{label}.log" if self.log_trials else None,
                           callbacks=lambda cfg: [report], prepare=self.prepare)
         trial.set_user_attr("run_dir", outcome.run_dir)
-        if self.parent is not None and outcome.run_dir:
-            tag_run(Path(outcome.run_dir), {"mlflow.parentRunId": self.parent["run_id"],
-                                            "polyhead.sweep": self.parent["sweep"]}, self.parent["uri"])
         shown = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items())
-        if outcome.status != "ok":
-            print(f"trial {trial.number} failed ({shown}): {outcome.error}", flush=True)
-            raise TrialFailed(outcome.error)
         finite = [v for v in report.values if math.isfinite(v)]
-        if not finite:
-            print(f"trial {trial.number} failed ({shown}): no value of {self.metric} was logged", flush=True)
-            raise TrialFailed(f"no value of {self.metric} was logged")
+        error = outcome.error if outcome.status != "ok" else "" if finite else f"no value of {self.metric} was logged"
+        if error:
+            self.tag(outcome.run_dir, trial.number, "failed")
+            print(f"trial {trial.number} failed ({shown}): {error}", flush=True)
+            raise TrialFailed(error)
         best = min(finite) if self.direction == "minimize" else max(finite)
         state = "pruned" if report.pruned_at is not None else "complete"
-        if outcome.run_dir:
-            tag_run(Path(outcome.run_dir), {"polyhead.tune.trial": str(trial.number), "polyhead.tune.state": state})
+        self.tag(outcome.run_dir, trial.number, state)
         if report.pruned_at is not None:
             print(f"trial {trial.number} pruned at epoch {report.pruned_at} ({shown}): {self.metric} {best:.4g} "
                   f"({outcome.seconds:.0f} s)", flush=True)
