@@ -83,8 +83,8 @@ def test_failing_run_is_recorded_and_the_others_finish_in_parallel(tiny, capsys,
     ("optimizer.lr=range(a)", "cannot parse override 'optimizer.lr=range(a)'"),
     ("optimizer.lr=interval(0.1,1)", "cannot sweep 'optimizer.lr=interval(0.1,1)': an interval"),
     ("optimizer.lrr=0.1,0.2", "sweep run 0 (optimizer.lr=0.01, optimizer.lrr=0.1): unknown config key 'optimizer.lrr'"),
-    ("training.weighting=equal,fame", "sweep run 1 (optimizer.lr=0.01, training.weighting=fame): bad value for config key "
-                                      "'training.weighting': 'fame'"),
+    ("training.weighting=equal,fame",
+     "sweep run 1 (optimizer.lr=0.01, training.weighting=fame): bad value for config key 'training.weighting': 'fame'"),
 ])
 def test_bad_sweep_is_one_line_before_anything_trains(tiny, capsys, monkeypatch, override, expected):
     monkeypatch.chdir(tiny)
