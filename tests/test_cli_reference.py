@@ -22,6 +22,8 @@ def schema_keys(cls=schema.Config, prefix: str = "") -> set[str]:
         keys.add(key)
         if key == "tasks":
             keys |= schema_keys(schema.TaskConfig, "tasks.<name>.")
+        elif key == "tune.space":
+            keys |= schema_keys(schema.TuneParamConfig, "tune.space.<key>.")
         elif f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory()):
             keys |= schema_keys(type(f.default_factory()), f"{key}.")
     return keys

@@ -12,7 +12,7 @@ import sys
 from polyhead import __version__
 from polyhead.engine.threads import default_cpu_threads
 
-VERBS = ("train", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export",
+VERBS = ("train", "tune", "evaluate", "predict", "prepare", "compare", "inspect-data", "validate-data", "export",
          "serve", "add-task", "embed", "neighbors", "methods", "config")
 
 

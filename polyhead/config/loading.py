@@ -71,6 +71,10 @@ def _parse_overrides(overrides: Iterable[str]) -> list:
         except OverrideParseException as exc:
             first = str(exc).strip().splitlines()[0]
             raise ConfigError(f"cannot parse override '{text}': {first} (expected key=value, +key=value or ~key)") from None
+    for ov in parsed:
+        if ov.is_sweep_override():  # a,b / range(...) / choice(...): one run per value is `train -m`
+            raise ConfigError(f"override '{ov.input_line}' is a sweep of several values: train each with "
+                              f"`polyhead train CONFIG -m {ov.input_line}`, or give one value (a list is [a,b])")
     return parsed
 
 

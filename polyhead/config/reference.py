@@ -19,7 +19,7 @@ SECTIONS = [("tasks.<name>", schema.TaskConfig), ("data", schema.DataConfig),
             ("training", schema.TrainingConfig), ("training.early_stopping", schema.EarlyStoppingConfig),
             ("tracking", schema.TrackingConfig), ("tracking.mlflow", schema.MlflowConfig),
             ("tracking.clearml", schema.ClearMLConfig), ("report", schema.ReportConfig),
-            ("(top level)", schema.Config)]
+            ("tune", schema.TuneConfig), ("tune.space.<key>", schema.TuneParamConfig), ("(top level)", schema.Config)]
 
 
 def _comments(cls) -> dict[str, str]:

@@ -192,6 +192,30 @@ class ReportConfig:
 
 
 @dataclass
+class TuneParamConfig:
+    type: str = MISSING  # float | int | categorical
+    low: Optional[float] = None  # float, int: the smallest value
+    high: Optional[float] = None  # float, int: the largest value (included)
+    log: bool = False  # float, int: sample on a log scale (low > 0)
+    step: Optional[float] = None  # float, int: sample a grid low, low+step, ... (int: default 1); not with log
+    choices: Optional[List[Any]] = None  # categorical: the values (strings, numbers, booleans, null); a preset group (model, optimizer, scheduler) takes preset names
+
+
+@dataclass
+class TuneConfig:
+    space: Dict[str, TuneParamConfig] = field(default_factory=dict)  # `polyhead tune`: config key -> its range, e.g. optimizer.lr: {type: float, low: 1e-4, high: 1e-2, log: true}
+    trials: int = 20  # trials in the study, those an earlier `polyhead tune` of the same study finished included (--trials overrides)
+    metric: Optional[str] = None  # what the study optimises: its best epoch value; default training.monitor (the trials monitor it)
+    direction: str = "auto"  # minimize | maximize | auto (training.monitor_mode when set, else minimize a loss, maximize the rest)
+    storage: Optional[str] = None  # Optuna storage URL; default sqlite:///<output_dir>/tune.db (a killed study resumes from it)
+    study_name: Optional[str] = None  # default: the config file's name; trials go to <output_dir>/<study_name>/
+    pruner: str = "median"  # median (stop a trial whose epoch value is worse than the median of earlier trials at that epoch) | none
+    pruner_startup_trials: int = 5  # median: trials that always finish before any is pruned
+    pruner_warmup_epochs: int = 1  # median: epochs a trial always trains before it may be pruned
+    seed: Optional[int] = None  # sampler (TPE) seed; default training.seed, offset by the trials already in the study
+
+
+@dataclass
 class Config:
     tasks: Dict[str, TaskConfig] = field(default_factory=dict)  # task name -> task settings
     data: DataConfig = field(default_factory=DataConfig)  # tables, splits, images, loading
@@ -201,6 +225,7 @@ class Config:
     training: TrainingConfig = field(default_factory=TrainingConfig)  # loop, weighting, checkpoints
     tracking: TrackingConfig = field(default_factory=TrackingConfig)  # experiment trackers (MLflow by default)
     report: ReportConfig = field(default_factory=ReportConfig)  # plots and the HTML report
+    tune: TuneConfig = field(default_factory=TuneConfig)  # `polyhead tune`: the search space and the Optuna study (ignored by train)
     output_dir: str = "runs"  # run folders are created under this
     run_name: Optional[str] = None  # default: <config name>-<timestamp>
     plugins: List[str] = field(default_factory=list)  # Python modules (my_pkg.my_module) or files (./my_plugin.py, relative to the config file) imported before anything is built; see docs/extending.md

@@ -206,6 +206,56 @@ def validate_report(cfg: Config) -> None:
         _fail("report.max_classes_annotated", cfg.report.max_classes_annotated, "an integer >= 0")
 
 
+TUNE_TYPES = ("float", "int", "categorical")
+
+
+def _tune_param(key: str, p) -> None:
+    """One entry of tune.space: its type's fields set, bounds in order (which config key it names is
+    checked by polyhead.sweeps.space, against the config it tunes)."""
+    prefix = f"tune.space.{key}"
+    _one_of(f"{prefix}.type", p.type, TUNE_TYPES)
+    if p.type == "categorical":
+        if not p.choices:
+            _fail(f"{prefix}.choices", p.choices, "a non-empty list of values")
+        if any(isinstance(c, (list, dict)) for c in p.choices):
+            _fail(f"{prefix}.choices", p.choices, "single values (strings, numbers, booleans, null), not lists")
+        for name in ("low", "high", "step"):
+            if getattr(p, name) is not None:
+                raise ConfigError(f"config key '{prefix}.{name}' does not apply to a categorical entry (give choices)")
+        return
+    if p.choices is not None:
+        raise ConfigError(f"config key '{prefix}.choices' only applies to type categorical (this one is {p.type})")
+    for name in ("low", "high"):
+        value = getattr(p, name)
+        if value is None:
+            raise ConfigError(f"config key '{prefix}.{name}' is required for type {p.type}")
+        if p.type == "int" and value != int(value):
+            _fail(f"{prefix}.{name}", value, "an integer (type int)")
+    if not p.low <= p.high:
+        _fail(f"{prefix}.high", p.high, f"a number >= low ({p.low})")
+    if p.log and p.low <= 0:
+        _fail(f"{prefix}.low", p.low, "a number > 0 with log: true")
+    if p.step is not None:
+        if p.log:
+            raise ConfigError(f"config key '{prefix}.step' does not go with log: true (one or the other)")
+        if p.step <= 0 or (p.type == "int" and p.step != int(p.step)):
+            _fail(f"{prefix}.step", p.step, "an integer > 0" if p.type == "int" else "a number > 0")
+
+
+def validate_tune(cfg: Config) -> None:
+    t = cfg.tune
+    for key, p in t.space.items():
+        _tune_param(key, p)
+    if t.trials < 1:
+        _fail("tune.trials", t.trials, "an integer >= 1")
+    _one_of("tune.direction", t.direction, ("auto", "minimize", "maximize"))
+    _one_of("tune.pruner", t.pruner, ("median", "none"))
+    _positive("tune.pruner_startup_trials", t.pruner_startup_trials, allow_zero=True)
+    _positive("tune.pruner_warmup_epochs", t.pruner_warmup_epochs, allow_zero=True)
+    if t.study_name is not None and not t.study_name.strip():
+        _fail("tune.study_name", t.study_name, "a non-empty name (or null: the config file's name)")
+
+
 def validate(cfg: Config) -> None:
     """The schema-level checks; the registries' checks follow in `polyhead.engine.checks`."""
     validate_tasks(cfg)
@@ -214,3 +264,4 @@ def validate(cfg: Config) -> None:
     validate_training(cfg)
     validate_tracking(cfg)
     validate_report(cfg)
+    validate_tune(cfg)
