@@ -380,8 +380,11 @@ CONFIG_CASES = {
     "config-monitor-typo": (["training.monitor=val/quadrnt/accuracy"],
                             r"'training\.monitor': 'val/quadrnt/accuracy'; expected one of val/loss, train/loss, .*"
                             r"\(did you mean 'val/quadrant/accuracy'\?\)$"),
-    "config-multi-device": (["training.devices=2"], r"training\.devices=2: multi-device training is not supported "
-                                                    r"yet \(single device only\)"),
+    "config-more-devices-than-exist": (["training.devices=4096", "training.accelerator=cpu"],
+                                      r"training\.devices=4096 CPU processes: this machine has \d+ core\(s\); use at "
+                                      r"most \d+$"),
+    "config-nodes-without-launcher": (["training.num_nodes=2", "training.accelerator=cpu"],
+                                      r"training\.num_nodes=2: start polyhead on every machine with a launcher"),
 }
 
 
