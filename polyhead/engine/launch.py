@@ -44,7 +44,10 @@ def free_port() -> int:
 
 
 def worker_env(rank: int, size: int, port: int, run_id: str) -> dict[str, str]:
-    return {**os.environ, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
+    # c10's warning-level log repeats DDP's find_unused_parameters note on every process each run: polyhead
+    # needs the flag (a head without a labelled row in a step, a frozen backbone), so it is no news
+    quiet = {} if "TORCH_CPP_LOG_LEVEL" in os.environ else {"TORCH_CPP_LOG_LEVEL": "ERROR"}
+    return {**os.environ, **quiet, "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(size),
             "LOCAL_WORLD_SIZE": str(size), "GROUP_RANK": "0", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
             "TORCHELASTIC_RUN_ID": run_id}
 
