@@ -14,6 +14,10 @@ per-task losses become gradients:
 Training batches arrive un-augmented: `augment` (data.augment, batched) draws each sample's
 random numbers on the CPU before the batch moves to the device and transforms the images after.
 
+On several processes (training.devices=N) the losses are first made global: the same tasks on
+every process, each loss's value the mean over every process's labelled rows, and validation and
+training metrics gathered from all of them (polyhead.engine.ddp_step).
+
 A loss-based method backpropagates a weighted sum; a gradient-based method may
 take d loss_t / d features or d loss_t / d shared parameters first. The task weights and
 learning rates each step used are logged as epoch means (`weights/<task>`, `lr/<group>`).
