@@ -157,10 +157,11 @@ def finished(study) -> int:
 
 def _check_one_process(cfg: Config) -> None:
     """A trial reports every epoch to Optuna from this process: one training process, one run."""
+    from polyhead.engine.devices import process_count
     from polyhead.sweeps.runner import is_kfold
 
-    devices, nodes = cfg.training.devices, getattr(cfg.training, "num_nodes", 1)
-    if (isinstance(devices, int) and not isinstance(devices, bool) and devices > 1) or nodes > 1:
+    devices, nodes = cfg.training.devices, cfg.training.num_nodes
+    if process_count(devices) > 1 or nodes > 1:
         raise ConfigError(f"polyhead tune trains each trial in one process (it reports every epoch to Optuna): "
                           f"set training.devices=1 (got training.devices={devices}, training.num_nodes={nodes}); "
                           f"`polyhead train -m` sweeps runs on several devices")

@@ -96,3 +96,15 @@ def test_empty_space_and_bad_metric(tiny, capsys):
     assert "tune.space is empty" in capsys.readouterr().err
     assert main(["tune", "config.yaml", "tune.metric=val/quadrant/acuracy"]) == 2
     assert "bad value for config key 'tune.metric': 'val/quadrant/acuracy'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("override, expected", [
+    ("training.devices=2", "polyhead tune trains each trial in one process"),
+    ("training.devices=[0,1]", "polyhead tune trains each trial in one process"),
+    ("data.folds=3", "polyhead tune does not cross-validate yet (data.folds=3)"),
+])
+def test_several_processes_or_folds_are_one_line(tiny, capsys, override, expected):
+    assert main(["tune", "config.yaml", "--trials", "1", *FAST, override]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+    assert not (tiny / "runs").exists() or not any((tiny / "runs").rglob("config.yaml"))  # nothing trained
