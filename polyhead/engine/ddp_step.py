@@ -29,6 +29,10 @@ from polyhead.engine.distributed import World, all_reduce_sum, gather_objects
 from polyhead.errors import PolyheadError
 
 
+class PeerFailed(PolyheadError):
+    """This process stopped because another one met the cause (which that one reports)."""
+
+
 def _stats(names: list[str], losses: dict[str, torch.Tensor], batch: Batch, device) -> torch.Tensor:
     """float64 [4, T]: labelled rows, loss x rows (finite losses), non-finite flag, NaN flag per task."""
     rows = []

@@ -74,21 +74,33 @@ def run_workers(cfg: Config, nproc: int, *, name_hint: str, resume: str | Path |
         return Path(json.loads(result.read_text())["run_dir"])
 
 
-def _wait(procs: list[subprocess.Popen], poll_s: float, result: Path) -> None:
-    """Until every process has ended. As soon as one fails: its PolyheadError's line, or
-    WorkersFailed (the first to fail names the cause; the others only that it went away)."""
+def _wait(procs: list[subprocess.Popen], poll_s: float, result: Path, settle_s: float = 2.0) -> None:
+    """Until every process has ended. When one fails: a PolyheadError with the line of the process
+    that met the cause, or WorkersFailed. Processes that stopped because another did (a peer's
+    non-finite loss) leave a `.peer` line; the others get `settle_s` to leave theirs first."""
     while True:
         codes = [p.poll() for p in procs]
         failed = [(r, c) for r, c in enumerate(codes) if c not in (None, 0)]
         if failed:
-            rank, code = failed[0]
-            message = Path(f"{result}.error-{rank}")
-            if message.is_file():
-                raise PolyheadError(message.read_text())
-            raise WorkersFailed(code, rank)
+            deadline = time.monotonic() + settle_s
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(poll_s)
+            _raise_first_cause(procs, result, failed[0])
         if all(c == 0 for c in codes):
             return
         time.sleep(poll_s)
+
+
+def _raise_first_cause(procs: list[subprocess.Popen], result: Path, first: tuple[int, int]) -> None:
+    for rank in range(len(procs)):  # a cause, in rank order
+        message = Path(f"{result}.error-{rank}")
+        if message.is_file():
+            raise PolyheadError(message.read_text())
+    for rank in range(len(procs)):  # else a process that stopped because of another's
+        message = Path(f"{result}.error-{rank}.peer")
+        if message.is_file():
+            raise PolyheadError(message.read_text())
+    raise WorkersFailed(first[1], first[0])
 
 
 def _stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:

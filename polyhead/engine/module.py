@@ -35,13 +35,12 @@ import torch
 from polyhead.config.schema import OptimizerConfig, SchedulerConfig
 from polyhead.data.dataset import Batch
 from polyhead.data.transforms import BatchAugment
-from polyhead.engine.ddp_step import check_same_state, gather_outputs, global_losses, global_values
+from polyhead.engine.ddp_step import PeerFailed, check_same_state, gather_outputs, global_losses, global_values
 from polyhead.engine.distributed import World, all_reduce_sum, world
 from polyhead.engine.epoch_means import EpochMeans
 from polyhead.engine.evaluation import OutputCollector
 from polyhead.engine.nonfinite import NonFiniteGuard
 from polyhead.engine.progress import epoch_number
-from polyhead.errors import PolyheadError
 from polyhead.engine.schedules import cosine_factor, onecycle_factor
 from polyhead.model.multitask import MultiTaskModel
 from polyhead.model.stages import (backbone_stages, check_layer_decay, check_unfreeze_stages, set_trainable_stages,
@@ -189,8 +188,8 @@ class MultiTaskModule(L.LightningModule):
                      batch_size=1)
         if bad:
             if not mine and self.nonfinite.policy == "error":
-                raise PolyheadError("another training process stopped at a non-finite training loss (its message "
-                                    "names the rows)")
+                raise PeerFailed("another training process stopped at a non-finite training loss (its message "
+                                 "names the rows)")
             self.nonfinite.handle(bad, batch, step=self.global_step, epoch=epoch_number(self.current_epoch))  # raises on error
             return None
         if not losses:

@@ -39,7 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.result).write_text(json.dumps({"run_dir": str(result.run_dir)}))
         return 0
     except PolyheadError as exc:
-        Path(f"{args.result}.error-{rank}").write_text(str(exc).strip())
+        from polyhead.engine.ddp_step import PeerFailed
+
+        suffix = ".peer" if isinstance(exc, PeerFailed) else ""
+        Path(f"{args.result}.error-{rank}{suffix}").write_text(str(exc).strip())
         return 2
     except KeyboardInterrupt:
         return 130

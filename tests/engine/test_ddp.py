@@ -199,3 +199,32 @@ def test_shards_cover_every_row_once():
     assert len(shards[0]) == len(shards[1]) == 66
     interleaved = [p for pair in zip(*shards) for p in pair]
     assert interleaved[:131] == whole.tolist() and interleaved[131] == whole[0]  # padded by the first draw
+
+
+NAN_ON_RANK1 = """
+import os
+if os.environ.get("RANK") == "1":
+    import torch
+    from polyhead.engine import module
+    _losses = module.task_losses
+    def task_losses(tasks, logits, batch):
+        out = _losses(tasks, logits, batch)
+        if torch.is_grad_enabled() and "quadrant" in out:
+            out["quadrant"] = out["quadrant"] * float("nan")
+        return out
+    module.task_losses = task_losses
+"""
+
+
+def test_non_finite_loss_on_one_process_names_its_rows(sparse, tmp_path):
+    """Only process 1 meets a NaN loss: every process stops at that step, and the one line is process 1's
+    (task, step, rows), not the other's 'another process stopped'."""
+    (tmp_path / "sitecustomize.py").write_text(NAN_ON_RANK1)
+    argv = [sys.executable, "-m", "polyhead.cli.main", "train", str(sparse / "config.yaml"),
+            f"output_dir={sparse / 'runs'}", "run_name=nan", *SAME, "data.batch_size=8", "training.devices=2"]
+    env = {**_env(), "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "non-finite training loss for task(s) 'quadrant' (NaN) at step 0 (epoch 1) on a batch of" in lines[0]
