@@ -209,7 +209,8 @@ def _fit_on_processes(cfg: Config, processes: int, accelerator: str, *, console:
     from polyhead.model.bundle import load_bundle
 
     started = time.perf_counter()
-    console.print(f"training on {processes} {accelerator.upper()} processes (data-parallel)")
+    kind = "GPU" if accelerator == "cuda" else accelerator.upper()
+    console.print(f"training on {processes} {kind} processes (data-parallel)")
     run_dir = run_workers(cfg, processes, name_hint=name_hint, resume=resume)
     bundle = load_bundle(run_dir / "model")
     summary = json.loads((run_dir / "metrics.json").read_text())
