@@ -59,7 +59,11 @@ def _read_yaml(path: Path) -> Any:
         raise ConfigError(f"invalid YAML in '{path}'{where}: {problem}") from None
 
 
-def _parse_overrides(overrides: Iterable[str]) -> list:
+def parse_overrides(overrides: Iterable[str], *, sweeps: bool = False,
+                    accepted: str = "expected key=value, +key=value or ~key") -> list:
+    """Hydra's Override objects of `overrides`; a bad one is one line naming it, Hydra's reason and
+    `accepted`. `sweeps`: a,b / range(...) / choice(...) are allowed (`polyhead train -m`), else
+    one line saying to add -m."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
 
@@ -69,13 +73,20 @@ def _parse_overrides(overrides: Iterable[str]) -> list:
         try:
             parsed.extend(parser.parse_overrides([text]))
         except OverrideParseException as exc:
-            first = str(exc).strip().splitlines()[0]
-            raise ConfigError(f"cannot parse override '{text}': {first} (expected key=value, +key=value or ~key)") from None
+            raise ConfigError(f"cannot parse override '{text}': {_parse_reason(exc)} ({accepted})") from None
     for ov in parsed:
-        if ov.is_sweep_override():  # a,b / range(...) / choice(...): one run per value is `train -m`
+        if not sweeps and ov.is_sweep_override():  # a,b / range(...) / choice(...): one run per value is `train -m`
             raise ConfigError(f"override '{ov.input_line}' is a sweep of several values: train each with "
                               f"`polyhead train CONFIG -m {ov.input_line}`, or give one value (a list is [a,b])")
     return parsed
+
+
+def _parse_reason(exc: Exception) -> str:
+    """Hydra's reason, without its "Error parsing override" header, its link and its caret line."""
+    lines = [line.strip() for line in str(exc).strip().splitlines()]
+    useful = [line for line in lines if line and not line.startswith(("See ", "Error parsing override"))
+              and set(line) != {"^"}]
+    return useful[0] if useful else lines[0]
 
 
 def _omegaconf_error(exc: OmegaConfBaseException, where: str, key_hint: str = "") -> ConfigError:
@@ -171,7 +182,7 @@ def compose(config_path: str | Path | None = None, overrides: Iterable[str] = ()
     """Build the structured (typed) DictConfig from a YAML file and overrides, in the precedence
     of the module docstring. `notes` collects one line per file section a command-line preset
     replaced (None: they are issued as warnings)."""
-    parsed = _parse_overrides(overrides)
+    parsed = parse_overrides(overrides)
     config_dir = Path(config_path).resolve().parent if config_path else None
     where = f"in '{config_path}'" if config_path else "defaults"
     body = _read_body(config_path)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from polyhead.config.loading import parse_overrides
 from polyhead.errors import ConfigError
 
 ACCEPTED = "key=value, key=a,b,c, key=range(start,stop[,step]) or key=choice(a,b)"
@@ -37,27 +38,12 @@ class Combination:
         return f"{self.index}-{text}"[:MAX_LABEL]
 
 
-def _parse(overrides: list[str]) -> list:
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
-    parser = OverridesParser.create()
-    parsed = []
-    for text in overrides:
-        try:
-            parsed.extend(parser.parse_overrides([text]))
-        except OverrideParseException as exc:
-            lines = [line for line in str(exc).strip().splitlines() if line and not line.startswith("See ")]
-            raise ConfigError(f"cannot parse override '{text}': {lines[-1]} (accepted: {ACCEPTED})") from None
-    return parsed
-
-
 def expand(overrides: list[str]) -> list[Combination]:
     """The runs of `polyhead train -m OVERRIDES`, in Hydra's order (a repeated key: the last wins)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.errors import HydraException
 
-    parsed = _parse(list(overrides))
+    parsed = parse_overrides(list(overrides), sweeps=True, accepted=f"accepted: {ACCEPTED}")
     for ov in parsed:
         if ov.is_sweep_override() and not ov.is_discrete_sweep():
             raise ConfigError(f"cannot sweep '{ov.input_line}': an interval has no list of values "
