@@ -56,7 +56,7 @@ def _loader(split: EncodedSplit, data: DataConfig, *, seed: int, train: bool, ba
     # its own generator (for the workers' base seed): creating an iterator leaves the global RNG alone
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, collate_fn=collate,
-                      drop_last=train and (len(sampler) if sampler is not None else len(ds)) > batch_size,
+                      drop_last=train and len(sampler) > batch_size,  # this process's rows
                       num_workers=workers, pin_memory=torch.cuda.is_available(),
                       persistent_workers=workers > 0, generator=generator)
 

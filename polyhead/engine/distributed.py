@@ -26,10 +26,6 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-#: environment a launcher sets on every process (torchrun's names; Lightning reads the same)
-WORLD_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
-
-
 @dataclass(frozen=True)
 class World:
     """This process's place among the training processes."""
@@ -119,8 +115,3 @@ def barrier() -> None:
     if world().distributed:
         dist.barrier()
 
-
-def leave() -> None:
-    """Leave the process group (the end of a worker), so that the process exits cleanly."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

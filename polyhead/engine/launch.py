@@ -67,7 +67,7 @@ def run_workers(cfg: Config, nproc: int, *, name_hint: str, resume: str | Path |
         try:
             _wait(procs, poll_s, result)
         except BaseException:
-            _stop(procs)
+            stop_processes(procs)
             raise
         if not result.is_file():
             raise PolyheadError("the training processes ended without a run folder (rank 0 wrote no result)")
@@ -103,7 +103,8 @@ def _raise_first_cause(procs: list[subprocess.Popen], result: Path, first: tuple
     raise WorkersFailed(first[1], first[0])
 
 
-def _stop(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+def stop_processes(procs: list[subprocess.Popen], grace_s: float = 10.0) -> None:
+    """SIGTERM the processes still running; SIGKILL those still there after `grace_s`."""
     for p in procs:
         if p.poll() is None:
             p.send_signal(signal.SIGTERM)

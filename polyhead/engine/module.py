@@ -288,9 +288,7 @@ class MultiTaskModule(L.LightningModule):
     def _val_loss_sums(self) -> dict[str, tuple[float, int]]:
         """{task: (loss x rows, rows)} of this validation epoch, over every process."""
         names = list(self.tasks)
-        local = torch.tensor([[float(self._val_loss[t][0]) if t in self._val_loss else 0.0 for t in names],
-                              [float(self._val_loss[t][1]) if t in self._val_loss else 0.0 for t in names]],
-                             dtype=torch.float64)
-        summed = all_reduce_sum(local).tolist() if self.world.distributed else local.tolist()
-        return {t: (summed[0][i], int(summed[1][i])) for i, t in enumerate(names)
-                if t in self._val_loss or self.world.distributed}
+        sums = [self._val_loss.get(t, (0.0, 0)) for t in names]  # device tensors: read once here
+        local = torch.tensor([[float(s) for s, _ in sums], [float(n) for _, n in sums]], dtype=torch.float64)
+        summed = all_reduce_sum(local).tolist()  # the tensor itself on one process
+        return {t: (summed[0][i], int(summed[1][i])) for i, t in enumerate(names)}

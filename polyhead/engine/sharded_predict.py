@@ -23,7 +23,7 @@ from typing import Sequence
 import torch
 
 from polyhead.api import PredictionSummary
-from polyhead.engine.launch import _stop
+from polyhead.engine.launch import stop_processes
 from polyhead.engine.predictions import output_format, write_predictions
 from polyhead.errors import ConfigError, PolyheadError
 
@@ -72,7 +72,7 @@ def predict_sharded(run_dir: str | Path, source, out: str | Path, *, processes: 
                     raise PolyheadError(error.read_text() if error.is_file() else
                                         f"prediction process {k} stopped (exit code {proc.returncode})")
         except BaseException:
-            _stop(procs)
+            stop_processes(procs)
             raise
         done = [json.loads((Path(tmp) / f"done-{k}.json").read_text()) for k in range(processes)]
         parts = sorted(Path(spec["parts"]).glob("part-*.parquet"))
