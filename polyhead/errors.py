@@ -43,3 +43,16 @@ def one_of(key: str, value, options) -> None:
     close = difflib.get_close_matches(str(value), names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     raise ConfigError(f"{bad_value(key, value, 'one of ' + ', '.join(names))}{hint}")
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line for a summary or a status column: a user's mistake (PolyheadError)
+    as its message, as the command line prints it; anything else with its type. An error re-raised
+    from a DataLoader worker keeps the original's last line."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1]
+    first = text.splitlines()[0] if text else ""
+    if isinstance(exc, PolyheadError):
+        return first
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__

@@ -42,7 +42,7 @@ from polyhead.data.tables import quoted
 from polyhead.engine.checks import check_config
 from polyhead.engine.summary import scalar_metrics
 from polyhead.engine.tracked_run import flatten, tracked_run
-from polyhead.errors import ConfigError, PolyheadError
+from polyhead.errors import ConfigError, PolyheadError, one_line
 from polyhead.tasks import Task, build_tasks
 from polyhead.tracking import Trackers
 
@@ -144,7 +144,7 @@ def fit_folds(cfg: Config, *, console: Console | None = None, name_hint: str = "
             try:
                 runs.append(_run_fold(sub, k, parent, previous.get(k), console, callbacks))
             except BaseException as exc:  # Ctrl-C (Lightning: SystemExit): summarise what finished, then stop
-                runs.append(FoldRun(k, _fold_dir(parent, k), "interrupted", {}, error=_one_line(exc)))
+                runs.append(FoldRun(k, _fold_dir(parent, k), "interrupted", {}, error=one_line(exc)))
                 write_summary(parent, cfg, runs)
                 _tag_child(parent, runs[-1], console)
                 raise
@@ -216,7 +216,7 @@ def _run_fold(sub: Config, k: int, parent: Path, before: dict | None, console: C
     try:
         result = fit(sub, console=console, name_hint=f"fold-{k}", resume=resume, callbacks=callbacks)
     except Exception as exc:
-        line = _one_line(exc)
+        line = one_line(exc)
         if isinstance(exc, PolyheadError):
             console.print(f"[red]fold {k} failed:[/] {escape(line)}", soft_wrap=True)
         else:  # a bug, not a user's mistake: keep its traceback
@@ -232,11 +232,6 @@ def _fold_dir(parent: Path, k: int) -> Path | None:
     found = [p for p in parent.glob(f"fold-{k}*") if p.is_dir() and (p.name == f"fold-{k}" or
                                                                      p.name.startswith(f"fold-{k}-"))]
     return max(found, key=lambda p: p.stat().st_mtime) if found else None
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def summarise(runs: list[FoldRun]) -> dict[str, dict]:
@@ -299,7 +294,7 @@ def _tag_child(parent: Path, run: FoldRun, console: Console) -> None:
                                                    "polyhead.kfold.fold": str(run.fold)})
     except Exception as exc:  # the fold's run is written; a store that went away only warns
         console.print(f"[yellow]fold {run.fold}: not tagged as a child of MLflow run {parent_info['run_id']}: "
-                      f"{escape(_one_line(exc))}[/]", soft_wrap=True)
+                      f"{escape(one_line(exc))}[/]", soft_wrap=True)
 
 
 def _mlflow_info(run_dir: Path) -> dict | None:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from polyhead.config.schema import Config
+from polyhead.errors import one_line
 
 
 @dataclass
@@ -145,7 +146,7 @@ def run_one(config_path: str | None, overrides: list[str], *, index: int, label:
     except Exception as exc:  # recorded, never raised: the sweep's other runs go on
         from polyhead.errors import PolyheadError
 
-        out.status, out.error = "failed", _one_line(exc)
+        out.status, out.error = "failed", one_line(exc)
         if isinstance(exc, PolyheadError):  # a user's mistake: its one line, as `polyhead train` prints it
             console.print(f"error: {out.error}", markup=False, highlight=False, soft_wrap=True)
         else:  # a bug: the traceback (the log file's, with --jobs > 1)
@@ -157,16 +158,3 @@ def run_one(config_path: str | None, overrides: list[str], *, index: int, label:
         if fh is not None:
             fh.close()
     return out
-
-
-def _one_line(exc: BaseException) -> str:
-    """A user's mistake (PolyheadError) as its message, as `polyhead train` prints it; a bug with its type."""
-    from polyhead.errors import PolyheadError
-
-    text = str(exc).strip()
-    if "Original Traceback" in text:
-        text = text.splitlines()[-1]
-    first = text.splitlines()[0] if text else ""
-    if isinstance(exc, PolyheadError):
-        return first
-    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
