@@ -184,9 +184,9 @@ def fit(cfg: Config, *, console: Console | None = None, name_hint: str = "run",
                           f"training.num_nodes = {process_count(devices)} x {t.num_nodes}; set training.devices to "
                           f"the processes per machine and training.num_nodes to the machines")
     if not w.main:  # rank 0 prints, writes and tracks
-        console, trackers = Console(quiet=True), _build_trackers(cfg, enabled=False)
+        console, trackers = Console(quiet=True), build_run_trackers(cfg, enabled=False)
     else:
-        trackers = _build_trackers(cfg)
+        trackers = build_run_trackers(cfg)
     with tracked_run(trackers):  # a failure ends the tracker runs as FAILED
         result = _fit(cfg, trackers, console=console, name_hint=name_hint, resume=resume, callbacks=callbacks)
         finish_run(trackers, result.run_dir, console)
@@ -365,7 +365,8 @@ def _trainer(cfg: Config, run_dir: Path, has_val: bool, console: Console, tasks:
                      enable_progress_bar=live, enable_model_summary=False, log_every_n_steps=10, **limits)
 
 
-def _build_trackers(cfg: Config, enabled: bool = True) -> Trackers:
+def build_run_trackers(cfg: Config, enabled: bool = True) -> Trackers:
+    """The trackers of a run (tracking.*); `enabled=False`: none (a training process other than rank 0)."""
     t = cfg.tracking
     options = {"mlflow": {"uri": t.mlflow.uri, "log_model": t.mlflow.log_model},
                "clearml": {"offline": t.clearml.offline}}

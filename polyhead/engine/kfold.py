@@ -102,7 +102,7 @@ def fit_folds(cfg: Config, *, console: Console | None = None, name_hint: str = "
     `resume`: a parent folder written before: finished folds are kept, a fold with a checkpoint
     resumes from it (`fit(resume=...)`), the others train from the start. `callbacks`: passed to
     every fold's `fit`."""
-    from polyhead.engine.fit import _build_trackers, make_run_dir, quiet_lightning
+    from polyhead.engine.fit import build_run_trackers, make_run_dir, quiet_lightning
 
     console = console or Console()
     check_config(cfg)
@@ -131,7 +131,7 @@ def fit_folds(cfg: Config, *, console: Console | None = None, name_hint: str = "
     console.print(f"k-fold cross-validation: {k_total} folds of {', '.join(map(str, sizes))} rows "
                   f"({escape(str(parent))})", soft_wrap=True)
 
-    trackers = _build_trackers(cfg)
+    trackers = build_run_trackers(cfg)
     runs: list[FoldRun] = []
     with tracked_run(trackers):  # an interrupted k-fold run ends the parent run KILLED
         if trackers:
